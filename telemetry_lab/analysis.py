@@ -1,0 +1,334 @@
+"""Analysis of one telemetry file, streamed in bounded memory.
+
+``analyse_file(uri, params)`` returns the result document, exactly what gets written.
+The file is read in chunks; each detection frame carries ``params.halo`` rows of context
+on both sides so that rolling windows give the same values as over the whole file, and
+statistics, spectra and fault counts are accumulated across chunks.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from . import detect, report as report_mod
+from .errors import DataError, Interrupted
+from .faults import FaultCounter
+from .io import Chunk, TelemetryFile
+from .layout import Layout
+from .params import AnalysisParams
+from .spectral import WelchAccumulator, dominant_frequency
+from .stats import RunningStats
+
+RESULT_KEYS = ("site_id", "region", "source", "run_id", "rows", "sample_rate_hz", "window",
+               "params", "sensor_stats", "events", "spectral", "faults", "report", "timings")
+
+
+@dataclass
+class Frame:
+    """Output rows ``[start, stop)`` of a stream, with context rows ``[ctx_start, ...)``."""
+
+    start: int
+    stop: int
+    ctx_start: int
+    timestamps: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    @property
+    def out(self) -> slice:
+        lo = self.start - self.ctx_start
+        return slice(lo, lo + self.stop - self.start)
+
+
+class Framer:
+    """Turns consecutive chunks into frames with ``halo`` rows of context on each side.
+
+    Frames are at least ``frame_rows`` long (except the last), cover every row exactly
+    once, and their context is cut only at the ends of the signal.
+    """
+
+    def __init__(self, names: list[str], *, halo: int, frame_rows: int):
+        self.names = names
+        self.halo = halo
+        self.frame_rows = frame_rows
+        self._parts: list[Chunk] = []
+        self._buf_start = 0
+        self._end = 0
+        self._done = 0
+
+    def feed(self, chunk: Chunk) -> Iterator[Frame]:
+        self._parts.append(chunk)
+        self._end = chunk.start + len(chunk)
+        if self._end - self._done >= self.frame_rows + self.halo:
+            yield self._emit(self._end - self.halo)
+
+    def finish(self) -> Iterator[Frame]:
+        if self._end > self._done:
+            yield self._emit(self._end)
+
+    def _emit(self, stop: int) -> Frame:
+        ts = np.concatenate([p.timestamps for p in self._parts])
+        cols = {n: np.concatenate([p.columns[n] for p in self._parts]) for n in self.names}
+        ctx_start = max(self._done - self.halo, self._buf_start)
+        lo = ctx_start - self._buf_start
+        frame = Frame(self._done, stop, ctx_start, ts[lo:], {n: c[lo:] for n, c in cols.items()})
+        # Keep only what the next frame needs as left context.
+        keep_from = max(stop - self.halo, self._buf_start)
+        k = keep_from - self._buf_start
+        self._parts = [Chunk(keep_from, ts[k:].copy(), {n: c[k:].copy() for n, c in cols.items()}, None)]
+        self._buf_start = keep_from
+        self._done = stop
+        return frame
+
+
+@dataclass
+class ChannelTrace:
+    """Decimated view of one channel for plots: per-bucket min/max of the signal and the
+    mean of the rolling mean and rolling std, ``buckets`` buckets over the whole file."""
+
+    bucket_rows: int
+    t_ns: list = field(default_factory=list)
+    lo: list = field(default_factory=list)
+    hi: list = field(default_factory=list)
+    mean: list = field(default_factory=list)
+    std: list = field(default_factory=list)
+
+    def update(self, offset: int, ts: np.ndarray, x: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        # All-NaN buckets are expected (sensor dropouts) and give NaN, not a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._update(offset, ts, x, mean, std)
+
+    def _update(self, offset, ts, x, mean, std):
+        # Buckets are aligned to absolute row numbers so chunking does not move them.
+        first = -(-offset // self.bucket_rows) * self.bucket_rows - offset
+        if first:
+            self._partial(ts[:first], x[:first], mean[:first], std[:first], merge=True)
+        n = (len(x) - first) // self.bucket_rows * self.bucket_rows
+        if n:
+            b = self.bucket_rows
+            sl = slice(first, first + n)
+            shape = (-1, b)
+            self.t_ns.extend(ts[sl][::b].tolist())
+            self.lo.extend(np.nanmin(x[sl].reshape(shape), axis=1).tolist())
+            self.hi.extend(np.nanmax(x[sl].reshape(shape), axis=1).tolist())
+            self.mean.extend(np.nanmean(mean[sl].reshape(shape), axis=1).tolist())
+            self.std.extend(np.nanmean(std[sl].reshape(shape), axis=1).tolist())
+        rest = slice(first + n, len(x))
+        if rest.start < rest.stop:
+            self._partial(ts[rest], x[rest], mean[rest], std[rest], merge=False)
+
+    def _partial(self, ts, x, mean, std, *, merge):
+        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+        m, s = float(np.nanmean(mean)), float(np.nanmean(std))
+        if merge and self.t_ns:
+            self.lo[-1] = min(self.lo[-1], lo)
+            self.hi[-1] = max(self.hi[-1], hi)
+            self.mean[-1] = (self.mean[-1] + m) / 2
+            self.std[-1] = (self.std[-1] + s) / 2
+        else:
+            self.t_ns.append(int(ts[0]))
+            self.lo.append(lo)
+            self.hi.append(hi)
+            self.mean.append(m)
+            self.std.append(s)
+
+
+@dataclass
+class Analysis:
+    """The result document plus in-memory extras that renderers use (not serialised)."""
+
+    document: dict
+    psd: dict[str, tuple[np.ndarray, np.ndarray]]
+    traces: dict[str, ChannelTrace]
+    layout: Layout
+
+
+def _select_channels(layout: Layout, params: AnalysisParams, uri: str) -> list[str]:
+    if params.channels is None:
+        return layout.channel_names
+    unknown = [c for c in params.channels if c not in layout.channel_names]
+    if unknown:
+        raise DataError(f"params name channels the file does not have: {unknown}", file=uri)
+    return list(params.channels)
+
+
+def _infer_sample_rate(ts: np.ndarray, uri: str) -> float:
+    if len(ts) < 2:
+        raise DataError("cannot infer the sample rate from fewer than 2 timestamps", file=uri)
+    dt = float(np.median(np.diff(ts[: 100_000])))
+    if dt <= 0:
+        raise DataError("timestamps do not increase; cannot infer the sample rate", file=uri)
+    return 1e9 / dt
+
+
+def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | None = None,
+            trace_buckets: int = 0, should_stop=None, threads: int = 2) -> Analysis:
+    """Analyse one file; see :func:`analyse_file`. Also returns plot data.
+
+    ``trace_buckets > 0`` also collects a decimated trace of every channel for plots.
+    ``should_stop`` is polled between chunks; when it returns True the analysis raises
+    :class:`Interrupted`.
+    """
+    params = params or AnalysisParams()
+    t0 = time.perf_counter()
+    timings = {"read_s": 0.0, "detect_s": 0.0, "spectral_s": 0.0, "stats_s": 0.0}
+    with TelemetryFile(uri) as tf:
+        layout = tf.layout
+        names = _select_channels(layout, params, uri)
+        if tf.rows < params.window:
+            raise DataError(f"file has {tf.rows} rows, fewer than the rolling window "
+                            f"({params.window} samples)", file=uri)
+        site_id, region = tf.site_id, tf.region
+        spectral_names = [n for n in names if layout.channel(n).role in params.spectral_roles]
+        stats = {n: RunningStats() for n in names}
+        builders = {n: detect.EventBuilder(n, params.min_event_samples, params.merge_gap_samples,
+                                           params.max_events_per_channel) for n in names}
+        bucket_rows = max(1, -(-tf.rows // trace_buckets)) if trace_buckets else 0
+        traces = {n: ChannelTrace(bucket_rows) for n in names} if trace_buckets else {}
+        faults = FaultCounter(layout.fault_bits) if layout.flags_column else None
+        framer = Framer(names, halo=params.halo, frame_rows=params.chunk_rows)
+        welch: dict[str, WelchAccumulator] = {}
+        fs = layout.sample_rate_hz
+        first_ns = last_ns = prev_ns = None
+
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+        def run_detection(frame: Frame):
+            def one(name):
+                x = frame.columns[name]
+                z, mean, std = detect.zscore(x, params.window, variance_floor=params.variance_floor)
+                o = frame.out
+                zo, xo = z[o], x[o]
+                builders[name].feed(zo > params.z_threshold, zo, xo, frame.timestamps[o], frame.start)
+                if traces:
+                    traces[name].update(frame.start, frame.timestamps[o], xo, mean[o], std[o])
+            list(pool.map(one, names)) if pool else [one(n) for n in names]
+
+        try:
+            chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
+            while True:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                timings["read_s"] += time.perf_counter() - t
+                if chunk is None:
+                    break
+                if should_stop is not None and should_stop():
+                    raise Interrupted("stopped by signal", file=uri)
+                ts = chunk.timestamps
+                bad = np.flatnonzero(np.diff(ts) <= 0)
+                if len(bad) or (prev_ns is not None and ts[0] <= prev_ns):
+                    row = chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
+                    raise DataError(f"timestamps are not strictly increasing at row {row}", file=uri)
+                prev_ns = int(ts[-1])
+                if first_ns is None:
+                    first_ns = int(ts[0])
+                    if fs is None:
+                        fs = _infer_sample_rate(ts, uri)
+                    welch = {n: WelchAccumulator(fs, nperseg=params.welch_nperseg,
+                                                 overlap=params.welch_overlap,
+                                                 window=params.welch_window)
+                             for n in spectral_names}
+                last_ns = prev_ns
+
+                t = time.perf_counter()
+                for n in names:
+                    stats[n].update(chunk.columns[n])
+                if faults is not None:
+                    faults.update(chunk.flags, ts)
+                timings["stats_s"] += time.perf_counter() - t
+
+                t = time.perf_counter()
+                for n in spectral_names:
+                    welch[n].update(chunk.columns[n])
+                timings["spectral_s"] += time.perf_counter() - t
+
+                t = time.perf_counter()
+                for frame in framer.feed(chunk):
+                    run_detection(frame)
+                timings["detect_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            for frame in framer.finish():
+                run_detection(frame)
+            timings["detect_s"] += time.perf_counter() - t
+        finally:
+            if pool:
+                pool.shutdown()
+
+        events = sorted((e for b in builders.values() for e in b.finish()),
+                        key=lambda e: (e.start_ns, e.channel))
+        sensor_stats = {}
+        for n in names:
+            ch = layout.channel(n)
+            sensor_stats[n] = {"role": ch.role, "unit": ch.unit, "label": ch.label,
+                               "group": ch.group, **stats[n].to_dict(),
+                               "event_count": builders[n].count}
+            if stats[n].count == 0:
+                raise DataError("channel has no valid samples (all NaN)", file=uri, channel=n)
+
+        t = time.perf_counter()
+        spectral, psd = {}, {}
+        for n in spectral_names:
+            freqs, p = welch[n].result()
+            psd[n] = (freqs, p)
+            dom_hz, share = dominant_frequency(freqs, p)
+            spectral[n] = {
+                "role": layout.channel(n).role,
+                "dominant_hz": None if np.isnan(dom_hz) else dom_hz,
+                "dominant_share": None if np.isnan(share) else share,
+                "total_power": float(p[1:].sum() * (freqs[1] - freqs[0])) if len(p) > 1 else None,
+                "nperseg": welch[n].nperseg,
+                "segments": welch[n].segments,
+                "skipped_segments": welch[n].skipped_segments,
+            }
+        timings["spectral_s"] += time.perf_counter() - t
+
+    doc = {
+        "site_id": site_id,
+        "region": region,
+        "source": uri,
+        "run_id": run_id,
+        "rows": tf.rows,
+        "sample_rate_hz": fs,
+        "window": {"start_ns": first_ns, "end_ns": last_ns},
+        "params": params.to_dict(),
+        "sensor_stats": sensor_stats,
+        "events": [e.to_dict() for e in events],
+        "spectral": spectral,
+        "faults": faults.to_dict() if faults is not None else {},
+        "report": None,
+        "timings": timings,
+    }
+    t = time.perf_counter()
+    doc["report"] = report_mod.make_report(doc, backend=params.report_backend)
+    timings["report_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    for k in timings:
+        timings[k] = round(timings[k], 6)
+    return Analysis(doc, psd, traces, layout)
+
+
+def analyse_file(uri: str, params: AnalysisParams | None = None, *, run_id: str | None = None) -> dict:
+    """Analyse one telemetry file and return its result document (JSON-ready).
+
+    Parameters
+    ----------
+    uri : str
+        Local path or ``s3://`` URI of a parquet file.
+    params : AnalysisParams, optional
+        Settings; ``AnalysisParams()`` (the default preset) if omitted.
+    run_id : str, optional
+        Recorded in the document.
+
+    Returns
+    -------
+    dict
+        Keys: ``site_id, region, source, run_id, rows, sample_rate_hz, window, params,
+        sensor_stats, events, spectral, faults, report, timings``.
+    """
+    return analyse(uri, params, run_id=run_id).document

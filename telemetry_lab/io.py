@@ -1,0 +1,206 @@
+"""Reading telemetry parquet files: schema checks, layout, streaming by row groups.
+
+Only the needed columns are read, a few row groups at a time, so memory does not grow
+with the file's length. Works on local paths and ``s3://`` URIs alike (ranged reads).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import storage
+from .errors import DataError, LayoutError, TelemetryLabError
+from .layout import LAYOUT_METADATA_KEY, Layout, default_layout
+
+
+def file_stem(uri: str) -> str:
+    name = posixpath.basename(uri.rstrip("/"))
+    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows ``[start, start + len)`` of the projected columns."""
+
+    start: int
+    timestamps: np.ndarray
+    columns: dict[str, np.ndarray]
+    flags: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+class TelemetryFile:
+    """An opened, schema-checked telemetry file.
+
+    Raises :class:`DataError` (naming the file) when the file is not parquet, is
+    truncated, lacks a required column, has a column of the wrong type or has no rows.
+    """
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        try:
+            self._source = storage.open_input(uri)
+        except TelemetryLabError:
+            raise
+        try:
+            self._pf = pq.ParquetFile(self._source)
+        except (pa.ArrowException, OSError) as exc:
+            self._source.close()
+            raise DataError(f"not a readable parquet file ({_first_line(exc)})", file=uri) from None
+        try:
+            self.layout = self._read_layout()
+            self._check_schema()
+        except TelemetryLabError as exc:
+            self.close()
+            raise exc.with_file(uri)
+        self.rows = self._pf.metadata.num_rows
+        if self.rows == 0:
+            self.close()
+            raise DataError("file has no rows", file=uri)
+
+    # -- metadata ---------------------------------------------------------------------
+
+    def _read_layout(self) -> Layout:
+        meta = self._pf.schema_arrow.metadata or {}
+        if LAYOUT_METADATA_KEY in meta:
+            return Layout.from_json(meta[LAYOUT_METADATA_KEY])
+        return default_layout()
+
+    def _check_schema(self) -> None:
+        schema = self._pf.schema_arrow
+        lay = self.layout
+
+        def field(name: str, what: str) -> pa.Field:
+            idx = schema.get_field_index(name)
+            if idx < 0:
+                raise DataError(f"missing required column {name!r} ({what})")
+            return schema.field(idx)
+
+        ts = field(lay.timestamp_column, "int64 ns timestamps")
+        if not (pa.types.is_int64(ts.type) or pa.types.is_timestamp(ts.type)):
+            raise DataError(f"column {lay.timestamp_column!r} has type {ts.type}, expected int64 "
+                            "nanoseconds since the epoch")
+        for ch in lay.channels:
+            f = field(ch.name, f"{ch.role} samples")
+            if not pa.types.is_floating(f.type):
+                raise DataError(f"column {ch.name!r} has type {f.type}, expected float64",
+                                channel=ch.name)
+        if lay.flags_column:
+            f = field(lay.flags_column, "uint32 fault bitfield")
+            if not pa.types.is_integer(f.type):
+                raise DataError(f"column {lay.flags_column!r} has type {f.type}, expected uint32")
+        for col in (lay.site_id_column, lay.region_column):
+            if col:
+                f = field(col, "string")
+                t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+                if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                    raise DataError(f"column {col!r} has type {f.type}, expected string")
+
+    def _first_value(self, column: str | None) -> str | None:
+        if not column or self._pf.metadata.num_row_groups == 0:
+            return None
+        try:
+            col = self._pf.read_row_group(0, columns=[column]).column(0)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"cannot read column {column!r} ({_first_line(exc)})", file=self.uri) from None
+        for chunk in col.chunks:
+            if len(chunk):
+                value = chunk[0].as_py()
+                return None if value is None else str(value)
+        return None
+
+    @property
+    def site_id(self) -> str:
+        return self._first_value(self.layout.site_id_column) or file_stem(self.uri)
+
+    @property
+    def region(self) -> str | None:
+        return self._first_value(self.layout.region_column)
+
+    @property
+    def row_group_rows(self) -> list[int]:
+        md = self._pf.metadata
+        return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+
+    # -- data -------------------------------------------------------------------------
+
+    def iter_chunks(self, channels: Sequence[str], *, batch_rows: int = 65536) -> Iterator[Chunk]:
+        """Stream the timestamp, flag and given sensor columns, row group by row group."""
+        lay = self.layout
+        cols = [lay.timestamp_column, *channels]
+        if lay.flags_column:
+            cols.append(lay.flags_column)
+        start = 0
+        try:
+            for batch in self._pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True):
+                ts_col = batch.column(lay.timestamp_column)
+                if ts_col.null_count:
+                    raise DataError(f"column {lay.timestamp_column!r} has missing values "
+                                    f"near row {start}")
+                ts = _timestamps_ns(ts_col)
+                data = {name: _float_array(batch.column(name)) for name in channels}
+                flags = None
+                if lay.flags_column:
+                    fcol = batch.column(lay.flags_column)
+                    flags = fcol.fill_null(0).to_numpy(zero_copy_only=False)
+                yield Chunk(start, ts, data, flags)
+                start += batch.num_rows
+        except TelemetryLabError as exc:
+            raise exc.with_file(self.uri)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"corrupt data near row {start} ({_first_line(exc)})", file=self.uri) from None
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _timestamps_ns(col: pa.Array) -> np.ndarray:
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.timestamp("ns")).cast(pa.int64())
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _float_array(col: pa.Array) -> np.ndarray:
+    # Nulls become NaN: missing samples are handled as such downstream.
+    arr = col.to_numpy(zero_copy_only=False)
+    return arr.astype(np.float64, copy=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_table(uri: str, table: pa.Table, *, row_group_rows: int = 65536) -> None:
+    """Write a table as parquet, atomically (temporary object, then rename or single PUT)."""
+    if storage.is_s3(uri):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=row_group_rows)
+        storage.write_bytes(uri, sink.getvalue().to_pybytes())
+        return
+    import os
+
+    tmp = storage.local_temp_path(uri)
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_rows)
+        os.replace(tmp, storage.resolve(uri)[1])
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+__all__ = ["TelemetryFile", "Chunk", "file_stem", "write_table", "LayoutError"]

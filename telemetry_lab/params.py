@@ -1,0 +1,225 @@
+"""AnalysisParams: everything tunable about the analysis, in one frozen object.
+
+Build one from a preset and override what you tune::
+
+    params = AnalysisParams.preset("seed").replace(z_threshold=5.0)
+
+Every field is validated at construction; a bad value raises :class:`ParamsError` quoting
+it. Nothing is clamped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .errors import ParamsError
+
+DETECTORS = ("zscore", "robust")
+REPORT_BACKENDS = ("rules", "bedrock")
+WELCH_WINDOWS = ("hann", "hamming", "blackman", "boxcar", "flattop")
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Settings of one analysis run.
+
+    Attributes
+    ----------
+    preset : str
+        Name of the preset these settings started from (recorded in results).
+    detector : {"zscore", "robust"}
+        ``zscore``: centred rolling mean and variance with zeros outside the file (the
+        original method). ``robust``: see :mod:`telemetry_lab.detect`.
+    window : int
+        Rolling window length, samples.
+    z_threshold : float
+        A sample is flagged where its z-score exceeds this.
+    variance_floor : float
+        Lower bound of the rolling variance (squared channel units) so flat signals do not
+        divide by zero.
+    min_event_samples : int
+        Events shorter than this many samples are dropped.
+    merge_gap_samples : int
+        Events separated by at most this many unflagged samples are merged.
+    welch_nperseg : int
+        Welch segment length, samples.
+    welch_overlap : float
+        Fraction of a segment shared with the next, in [0, 1).
+    welch_window : str
+        Taper applied to each Welch segment.
+    spectral_roles : tuple of str
+        Channel roles that get a Welch spectrum.
+    channels : tuple of str or None
+        Channels to analyse; ``None`` means every sensor channel of the file's layout.
+    chunk_rows : int
+        Rows processed per streaming step; bounds memory, does not change results.
+    max_events_per_channel : int
+        At most this many events per channel are kept in the result (the strongest by
+        peak z); the full count is always reported.
+    report_backend : {"rules", "bedrock"}
+        Who writes the incident report.
+    """
+
+    preset: str = "default"
+    detector: str = "zscore"
+    window: int = 1000
+    z_threshold: float = 4.0
+    variance_floor: float = 1e-9
+    min_event_samples: int = 1
+    merge_gap_samples: int = 0
+    welch_nperseg: int = 8192
+    welch_overlap: float = 0.5
+    welch_window: str = "hann"
+    spectral_roles: tuple[str, ...] = ("vibration",)
+    channels: tuple[str, ...] | None = None
+    chunk_rows: int = 131072
+    max_events_per_channel: int = 1000
+    report_backend: str = "rules"
+
+    def __post_init__(self):
+        # Lists from JSON become tuples so the object stays hashable and comparable.
+        for name in ("spectral_roles", "channels"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        _check_choice("detector", self.detector, DETECTORS)
+        _check_choice("report_backend", self.report_backend, REPORT_BACKENDS)
+        _check_choice("welch_window", self.welch_window, WELCH_WINDOWS)
+        _check_int("window", self.window, minimum=2)
+        _check_int("min_event_samples", self.min_event_samples, minimum=1)
+        _check_int("merge_gap_samples", self.merge_gap_samples, minimum=0)
+        _check_int("welch_nperseg", self.welch_nperseg, minimum=16)
+        _check_int("chunk_rows", self.chunk_rows, minimum=1024)
+        _check_int("max_events_per_channel", self.max_events_per_channel, minimum=1)
+        _check_number("z_threshold", self.z_threshold, lower=0.0, lower_open=True)
+        _check_number("variance_floor", self.variance_floor, lower=0.0, lower_open=True)
+        _check_number("welch_overlap", self.welch_overlap, lower=0.0, upper=1.0, upper_open=True)
+        if not isinstance(self.preset, str) or not self.preset:
+            raise ParamsError(f"preset must be a non-empty string, got {self.preset!r}")
+        _check_names("spectral_roles", self.spectral_roles, allow_none=False)
+        _check_names("channels", self.channels, allow_none=True)
+        if self.chunk_rows < 2 * self.window:
+            raise ParamsError(f"chunk_rows={self.chunk_rows!r} must be at least twice "
+                              f"window={self.window!r}")
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def preset(cls, name: str) -> "AnalysisParams":
+        """A named preset: ``"default"`` or ``"seed"`` (see :data:`PRESETS`)."""
+        try:
+            overrides = PRESETS[name]
+        except KeyError:
+            raise ParamsError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return cls(preset=name, **overrides)
+
+    def replace(self, **changes) -> "AnalysisParams":
+        """A copy with some fields changed (validated like any construction)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ParamsError(f"unknown parameter(s) {unknown}")
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str | None = None) -> "AnalysisParams":
+        """Parse ``{"preset": name, **overrides}``; the preset defaults to ``"default"``."""
+        if not isinstance(d, Mapping):
+            raise ParamsError(f"params must be a JSON object, got {type(d).__name__}", file=source)
+        d = dict(d)
+        base = d.pop("preset", "default")
+        try:
+            return cls.preset(base).replace(**d)
+        except ParamsError as exc:
+            raise exc.with_file(source) if source else exc
+        except TypeError as exc:
+            raise ParamsError(str(exc), file=source) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str | None = None) -> "AnalysisParams":
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ParamsError(f"params file is not valid JSON: {exc}", file=source) from None
+        return cls.from_dict(d, source=source)
+
+    @classmethod
+    def load(cls, uri: str) -> "AnalysisParams":
+        """Read a params file (local path or URI) written by :meth:`to_json`."""
+        from . import storage
+
+        return cls.from_json(storage.read_bytes(uri), source=uri)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["spectral_roles"] = list(self.spectral_roles)
+        d["channels"] = None if self.channels is None else list(self.channels)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, uri: str) -> None:
+        from . import storage
+
+        storage.write_bytes(uri, (self.to_json() + "\n").encode())
+
+    def digest(self) -> str:
+        """Short stable hash of the settings, to tell two runs' params apart."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def halo(self) -> int:
+        """Samples of context each side of a chunk that make chunked results exact."""
+        return self.window + 1
+
+
+#: Named presets: overrides of the dataclass defaults. ``seed`` is the original method
+#: (z > 4 over a centred 1000-sample window, every flagged run an event) and never changes.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "seed": {
+        "detector": "zscore",
+        "window": 1000,
+        "z_threshold": 4.0,
+        "variance_floor": 1e-9,
+        "min_event_samples": 1,
+        "merge_gap_samples": 0,
+        "welch_nperseg": 8192,
+        "welch_overlap": 0.5,
+        "welch_window": "hann",
+    },
+}
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ParamsError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+def _check_int(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{name}={value!r} must be an integer")
+    if value < minimum:
+        raise ParamsError(f"{name}={value!r} must be at least {minimum}")
+
+
+def _check_number(name, value, *, lower=None, upper=None, lower_open=False, upper_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParamsError(f"{name}={value!r} must be a finite number")
+    if lower is not None and (value < lower or (lower_open and value == lower)):
+        raise ParamsError(f"{name}={value!r} must be {'>' if lower_open else '>='} {lower}")
+    if upper is not None and (value > upper or (upper_open and value == upper)):
+        raise ParamsError(f"{name}={value!r} must be {'<' if upper_open else '<='} {upper}")
+
+
+def _check_names(name, value, *, allow_none):
+    if value is None and allow_none:
+        return
+    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ParamsError(f"{name}={value!r} must be a non-empty list of names")
+    if len(set(value)) != len(value):
+        raise ParamsError(f"{name}={value!r} lists a name more than once")
