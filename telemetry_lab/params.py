@@ -29,7 +29,7 @@ class AnalysisParams:
 
     Attributes
     ----------
-    preset : str
+    preset_name : str
         Name of the preset these settings started from (recorded in results).
     detector : {"zscore", "robust"}
         ``zscore``: centred rolling mean and variance with zeros outside the file (the
@@ -64,7 +64,7 @@ class AnalysisParams:
         Who writes the incident report.
     """
 
-    preset: str = "default"
+    preset_name: str = "default"
     detector: str = "zscore"
     window: int = 1000
     z_threshold: float = 4.0
@@ -98,8 +98,8 @@ class AnalysisParams:
         _check_number("z_threshold", self.z_threshold, lower=0.0, lower_open=True)
         _check_number("variance_floor", self.variance_floor, lower=0.0, lower_open=True)
         _check_number("welch_overlap", self.welch_overlap, lower=0.0, upper=1.0, upper_open=True)
-        if not isinstance(self.preset, str) or not self.preset:
-            raise ParamsError(f"preset must be a non-empty string, got {self.preset!r}")
+        if not isinstance(self.preset_name, str) or not self.preset_name:
+            raise ParamsError(f"preset_name={self.preset_name!r} must be a non-empty string")
         _check_names("spectral_roles", self.spectral_roles, allow_none=False)
         _check_names("channels", self.channels, allow_none=True)
         if self.chunk_rows < 2 * self.window:
@@ -115,7 +115,7 @@ class AnalysisParams:
             overrides = PRESETS[name]
         except KeyError:
             raise ParamsError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-        return cls(preset=name, **overrides)
+        return cls(preset_name=name, **overrides)
 
     def replace(self, **changes) -> "AnalysisParams":
         """A copy with some fields changed (validated like any construction)."""

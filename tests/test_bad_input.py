@@ -1,0 +1,185 @@
+"""Every kind of bad input gets a clear one-line error naming the file and the fault."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from telemetry_lab import AnalysisParams, analyse_file
+from telemetry_lab.errors import DataError, ManifestError, StorageError
+from telemetry_lab import manifest as manifest_mod
+
+from conftest import fleet_channels, write_telemetry
+
+PARAMS = AnalysisParams().replace(window=100, welch_nperseg=256)
+
+
+@pytest.fixture
+def good(tmp_path):
+    return write_telemetry(tmp_path / "good.parquet", fleet_channels(3000))
+
+
+def make_bad(kind, tmp_path, good) -> tuple[str, str]:
+    """A bad file of the given kind and a fragment its error message must contain."""
+    path = tmp_path / f"{kind}.parquet"
+    if kind == "truncated":
+        data = open(good, "rb").read()
+        path.write_bytes(data[: len(data) // 2])
+        return str(path), "not a readable parquet file"
+    if kind == "corrupt":
+        data = bytearray(open(good, "rb").read())
+        meta = pq.ParquetFile(good).metadata
+        col = meta.row_group(0).column(5)
+        start = col.data_page_offset
+        data[start + 8:start + 400] = b"\xff" * 392
+        path.write_bytes(bytes(data))
+        return str(path), "corrupt"
+    if kind == "not_parquet":
+        path.write_text("timestamp,value\n1,2\n")
+        return str(path), "not a readable parquet file"
+    if kind == "empty_file":
+        path.write_bytes(b"")
+        return str(path), "not a readable parquet file"
+    if kind == "no_rows":
+        table = pq.read_table(good).slice(0, 0)
+        pq.write_table(table, path)
+        return str(path), "no rows"
+    if kind == "missing_column":
+        table = pq.read_table(good).drop_columns(["sensor_12"])
+        pq.write_table(table, path)
+        return str(path), "missing required column 'sensor_12'"
+    if kind == "wrong_dtype":
+        table = pq.read_table(good)
+        i = table.schema.get_field_index("sensor_03")
+        table = table.set_column(i, "sensor_03", pa.array(np.arange(table.num_rows)))
+        pq.write_table(table, path)
+        return str(path), "'sensor_03' has type int64, expected float64"
+    if kind == "string_timestamps":
+        table = pq.read_table(good)
+        i = table.schema.get_field_index("timestamp_ns")
+        table = table.set_column(i, "timestamp_ns", pa.array([str(v) for v in range(table.num_rows)]))
+        pq.write_table(table, path)
+        return str(path), "'timestamp_ns' has type string"
+    if kind == "shorter_than_window":
+        write_telemetry(path, fleet_channels(50))
+        return str(path), "fewer than the rolling window"
+    if kind == "backwards_time":
+        table = pq.read_table(good)
+        ts = table.column("timestamp_ns").to_numpy().copy()
+        ts[1500] = ts[10]
+        table = table.set_column(0, "timestamp_ns", pa.array(ts))
+        pq.write_table(table, path)
+        return str(path), "not strictly increasing at row 1500"
+    if kind == "all_nan_channel":
+        chans = fleet_channels(3000)
+        chans["sensor_20"][:] = np.nan
+        write_telemetry(path, chans)
+        return str(path), "sensor_20"
+    if kind == "missing":
+        return str(tmp_path / "missing.parquet"), "no such file"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["truncated", "corrupt", "not_parquet", "empty_file", "no_rows", "missing_column",
+             "wrong_dtype", "string_timestamps", "shorter_than_window", "backwards_time",
+             "all_nan_channel", "missing"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_file_raises_clear_error_naming_the_file(kind, tmp_path, good):
+    path, fragment = make_bad(kind, tmp_path, good)
+    with pytest.raises((DataError, StorageError)) as info:
+        analyse_file(path, PARAMS)
+    message = str(info.value)
+    assert path in message and fragment in message
+    assert "\n" not in message
+
+
+def test_nan_samples_are_left_out_not_propagated(tmp_path):
+    chans = fleet_channels(5000)
+    chans["sensor_09"][100:300] = np.nan
+    chans["sensor_00"][[700, 3100]] = np.nan
+    path = write_telemetry(tmp_path / "nan.parquet", chans)
+    doc = analyse_file(path, PARAMS)
+    st = doc["sensor_stats"]["sensor_09"]
+    assert st["missing"] == 200 and st["count"] == 4800
+    assert np.isfinite([st["mean"], st["std"], st["min"], st["max"]]).all()
+    assert doc["spectral"]["sensor_00"]["skipped_segments"] > 0
+    assert doc["spectral"]["sensor_00"]["dominant_hz"] is not None
+    json.dumps(doc, allow_nan=False)
+    assert any("missing" in f for f in doc["report"]["key_findings"])
+
+
+def test_slice_with_every_bad_file_still_completes_the_good_ones(tmp_path, good):
+    from telemetry_lab import jobs
+
+    files = [good]
+    for kind in BAD_KINDS:
+        files.append(make_bad(kind, tmp_path, good)[0])
+    good2 = shutil.copy(good, tmp_path / "good2.parquet")
+    files.append(str(good2))
+    manifest = manifest_mod.from_uris(str(tmp_path), files)
+    manifest_path = tmp_path / "manifest.json"
+    manifest_mod.save(manifest, str(manifest_path))
+    results = tmp_path / "out"
+    params_path = tmp_path / "params.json"
+    PARAMS.save(str(params_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "telemetry_lab", "slice", "--manifest", str(manifest_path),
+         "--results", str(results), "--run-id", "r1", "--params", str(params_path)],
+        capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert sum(l.startswith("OK ") for l in lines) == 2
+    assert sum(l.startswith("FAIL ") for l in lines) == len(BAD_KINDS)
+    for kind in BAD_KINDS:
+        record = json.loads((results / "results" / "r1" / "errors" / f"{kind}.json").read_text())
+        assert record["file"].endswith(f"{kind}.parquet") and record["message"]
+        assert not (results / "results" / "r1" / f"{kind}.json").exists()
+    assert (results / "results" / "latest" / "good2.json").exists()
+    leftovers = [p for p in results.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_manifest_that_is_not_json(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("files: [a, b]")
+    with pytest.raises(ManifestError, match="not valid JSON") as info:
+        manifest_mod.load(str(path))
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("doc,fragment", [
+    ({"version": 2, "files": [], "total_files": 0}, "version 2"),
+    ({"version": 1, "files": "x", "total_files": 0}, "'files' must be a list"),
+    ({"version": 1, "files": [{"key": "a"}], "total_files": 1}, "files[0]"),
+    ({"version": 1, "files": [{"bucket": "", "key": "a"}], "total_files": 3}, "total_files is 3"),
+    ({"version": 1, "prefix": "", "bucket": "", "files": [{"bucket": "", "key": "x/a.parquet"},
+                                             {"bucket": "", "key": "y/a.parquet"}],
+      "total_files": 2}, "share result names"),
+])
+def test_malformed_manifest(tmp_path, doc, fragment):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ManifestError) as info:
+        manifest_mod.load(str(path))
+    assert fragment in str(info.value)
+
+
+def test_cli_reports_missing_manifest_and_bad_params_with_exit_codes(tmp_path, good):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "telemetry_lab", *a],
+                                    capture_output=True, text=True, timeout=60)
+    p = run("slice", "--manifest", str(tmp_path / "none.json"), "--results", str(tmp_path / "o"))
+    assert p.returncode == 4 and "none.json" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "params.json"
+    bad.write_text('{"z_threshold": -2}')
+    manifest_mod.save(manifest_mod.from_uris(str(tmp_path), [good]), str(tmp_path / "m.json"))
+    p = run("slice", "--manifest", str(tmp_path / "m.json"), "--results", str(tmp_path / "o"),
+            "--params", str(bad))
+    assert p.returncode == 5 and "z_threshold=-2" in p.stderr and str(bad) in p.stderr
+    assert not (tmp_path / "o").exists()

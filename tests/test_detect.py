@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from telemetry_lab.detect import EventBuilder, flagged_runs, rolling_mean_std, zscore
+
+
+def convolve_reference(x, window, threshold, floor=1e-9):
+    """The original method, written directly with numpy.convolve (O(N*W))."""
+    k = np.ones(window) / window
+    mean = np.convolve(x, k, mode="same")
+    var = np.convolve((x - mean) ** 2, k, mode="same")
+    z = np.abs(x - mean) / np.sqrt(np.maximum(var, floor))
+    flagged = z > threshold
+    starts, stops = flagged_runs(flagged)
+    return [(int(s), int(e - 1), float(z[s:e].max())) for s, e in zip(starts, stops)], z
+
+
+def events_of(x, window, threshold, chunk=None):
+    """Our detector, optionally fed in stretches, returned as (start, end, peak_z)."""
+    z, _, _ = zscore(x, window)
+    b = EventBuilder("c")
+    ts = np.arange(len(x)) * 1000
+    step = chunk or len(x)
+    for i in range(0, len(x), step):
+        sl = slice(i, i + step)
+        b.feed(z[sl] > threshold, z[sl], x[sl], ts[sl], i)
+    return [(e.start, e.end, e.peak_z) for e in b.finish()]
+
+
+@pytest.mark.parametrize("window", [1000, 999, 64, 2, 3])
+def test_rolling_mean_and_std_equal_convolve(window):
+    rng = np.random.default_rng(window)
+    x = 50 + rng.normal(0, 2, 20_000) + np.sin(np.arange(20_000) / 300)
+    k = np.ones(window) / window
+    mean = np.convolve(x, k, mode="same")
+    std = np.sqrt(np.maximum(np.convolve((x - mean) ** 2, k, mode="same"), 1e-9))
+    m, s = rolling_mean_std(x, window)
+    np.testing.assert_allclose(m, mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(s, std, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), window=st.sampled_from([10, 100, 257, 1000]),
+       n_spikes=st.integers(0, 30), offset=st.floats(-1e3, 1e3))
+def test_events_equal_direct_convolve_on_random_data_with_spikes(seed, window, n_spikes, offset):
+    rng = np.random.default_rng(seed)
+    n = 12_000
+    x = offset + rng.normal(0, 1, n)
+    pos = rng.integers(0, n, n_spikes)
+    x[pos] += rng.choice([-1, 1], n_spikes) * rng.uniform(5, 30, n_spikes)
+    ref, _ = convolve_reference(x, window, 4.0)
+    ours = events_of(x, window, 4.0)
+    assert [(s, e) for s, e, _ in ours] == [(s, e) for s, e, _ in ref]
+    np.testing.assert_allclose([p for *_, p in ours], [p for *_, p in ref], rtol=1e-8)
+    # Strong spikes are found wherever the window is long enough to tell them apart
+    # (in a window of W samples no z-score can exceed about sqrt(W)).
+    big = pos[np.abs(x[pos] - offset) > 25] if window >= 100 else []
+    for p in big:
+        assert any(s <= p <= e for s, e, _ in ours)
+
+
+def test_stretch_borders_do_not_split_events():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, 10_000)
+    x[4990:5015] += 40  # a 25-sample event across the 5000 border
+    whole = events_of(x, 500, 4.0)
+    chunked = events_of(x, 500, 4.0, chunk=1000)
+    odd = events_of(x, 500, 4.0, chunk=997)
+    assert whole == chunked == odd
+    assert any(s <= 4990 and e >= 5014 for s, e, _ in whole)
+
+
+def test_nan_samples_are_never_flagged_and_do_not_poison_neighbours():
+    rng = np.random.default_rng(2)
+    x = 60 + rng.normal(0, 0.1, 5000)
+    x[1000:1100] = np.nan
+    x[3000] += 5
+    z, mean, std = zscore(x, 200)
+    assert np.isnan(z[1000:1100]).all()
+    assert np.isfinite(z[:1000]).all() and np.isfinite(z[1100:]).all()
+    flagged = np.flatnonzero(z > 4)
+    assert 3000 in flagged
+    assert not np.any((flagged > 900) & (flagged < 1200))
+
+
+def test_nan_free_path_matches_nan_path_definition():
+    rng = np.random.default_rng(3)
+    x = rng.normal(5, 1, 3000)
+    m1, s1 = rolling_mean_std(x, 101)
+    x2 = x.copy()
+    x2[-1] = np.nan  # forces the NaN-aware path; far from the middle, so compare there
+    m2, s2 = rolling_mean_std(x2, 101)
+    np.testing.assert_allclose(m1[:2800], m2[:2800], atol=1e-10)
+    np.testing.assert_allclose(s1[:2800], s2[:2800], atol=1e-10)
+
+
+def test_event_builder_merge_gap_and_min_duration():
+    mask = np.zeros(100, bool)
+    mask[10:12] = True   # 2 samples
+    mask[14:20] = True   # gap of 2 from the first
+    mask[50] = True      # a lone sample
+    z = np.where(mask, 5.0, 0.0)
+    z[16] = 9.0
+    ts = np.arange(100) * 10
+    b = EventBuilder("c", min_samples=3, merge_gap=2)
+    b.feed(mask, z, np.arange(100.0), ts, 0)
+    events = b.finish()
+    assert [(e.start, e.end) for e in events] == [(10, 19)]
+    assert events[0].peak_z == 9.0 and events[0].peak_value == 16.0
+    assert events[0].start_ns == 100 and events[0].end_ns == 190
+    assert b.count == 1
+
+
+def test_event_builder_keeps_strongest_but_counts_all():
+    mask = np.zeros(1000, bool)
+    mask[::10] = True
+    z = np.where(mask, np.arange(1000) / 10.0, 0.0)
+    b = EventBuilder("c", keep=5)
+    b.feed(mask, z, z, np.arange(1000), 0)
+    kept = b.finish()
+    assert b.count == 100
+    assert [e.start for e in kept] == [950, 960, 970, 980, 990]
