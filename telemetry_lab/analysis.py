@@ -8,6 +8,7 @@ statistics, spectra and fault counts are accumulated across chunks.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,11 @@ class Analysis:
     layout: Layout
 
 
+def _set(obj, name, value):
+    setattr(obj, name, value)
+    return value
+
+
 def _select_channels(layout: Layout, params: AnalysisParams, uri: str) -> list[str]:
     if params.channels is None:
         return layout.channel_names
@@ -177,7 +183,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
     """
     params = params or AnalysisParams()
     t0 = time.perf_counter()
-    timings = {"read_s": 0.0, "detect_s": 0.0, "spectral_s": 0.0, "stats_s": 0.0}
+    timings = {"read_s": 0.0, "compute_s": 0.0, "summary_s": 0.0}
     with TelemetryFile(uri) as tf:
         layout = tf.layout
         names = _select_channels(layout, params, uri)
@@ -193,23 +199,45 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         traces = {n: ChannelTrace(bucket_rows) for n in names} if trace_buckets else {}
         faults = FaultCounter(layout.fault_bits) if layout.flags_column else None
         framer = Framer(names, halo=params.halo, frame_rows=params.chunk_rows)
-        welch: dict[str, WelchAccumulator] = {}
         fs = layout.sample_rate_hz
         first_ns = last_ns = prev_ns = None
 
         pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        local = threading.local()
+        threshold = params.z_threshold
 
-        def run_detection(frame: Frame):
-            def one(name):
-                x = frame.columns[name]
-                z, mean, std = detect.zscore(x, params.window, variance_floor=params.variance_floor)
-                o = frame.out
-                zo, xo = z[o], x[o]
-                builders[name].feed(zo > params.z_threshold, zo, xo, frame.timestamps[o], frame.start)
-                if traces:
-                    traces[name].update(frame.start, frame.timestamps[o], xo, mean[o], std[o])
-            list(pool.map(one, names)) if pool else [one(n) for n in names]
+        def detect_channel(frame: Frame, name: str) -> None:
+            ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
+            x = frame.columns[name]
+            mean, dev2, var = detect.rolling_moments(x, params.window, ws=ws,
+                                                     variance_floor=params.variance_floor)
+            o = frame.out
+            idx, z = detect.flag_zscore(dev2[o], var[o], threshold)
+            builders[name].feed_flagged(idx, z, x[o], frame.timestamps[o], frame.start)
+            if traces:
+                traces[name].update(frame.start, frame.timestamps[o], x[o], mean[o], np.sqrt(var[o]))
 
+        def run_tasks(tasks) -> None:
+            # Tasks touch disjoint state (one channel's accumulators, or the Welch stack)
+            # and numpy releases the GIL in the heavy loops; frames of one channel run in
+            # order within one task list, so results do not depend on the thread count.
+            if pool:
+                by_key: dict = {}
+                for task in tasks:
+                    by_key.setdefault((task[0], task[-1] if task[0] is not update_welch else None), []).append(task)
+                for _ in pool.map(lambda group: [fn(*args) for fn, *args in group], by_key.values()):
+                    pass
+            else:
+                for fn, *args in tasks:
+                    fn(*args)
+
+        def update_stats(chunk: Chunk, name: str) -> None:
+            stats[name].update(chunk.columns[name])
+
+        def update_welch(chunk: Chunk) -> None:
+            welch.update(np.stack([chunk.columns[n] for n in spectral_names]))
+
+        welch: WelchAccumulator | None = None
         try:
             chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
             while True:
@@ -230,32 +258,27 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     first_ns = int(ts[0])
                     if fs is None:
                         fs = _infer_sample_rate(ts, uri)
-                    welch = {n: WelchAccumulator(fs, nperseg=params.welch_nperseg,
+                    if spectral_names:
+                        welch = WelchAccumulator(fs, nperseg=params.welch_nperseg,
                                                  overlap=params.welch_overlap,
                                                  window=params.welch_window)
-                             for n in spectral_names}
                 last_ns = prev_ns
 
+                # One batch of independent tasks per chunk, spread over the threads: the
+                # Welch FFTs run beside the per-channel statistics and detection.
                 t = time.perf_counter()
-                for n in names:
-                    stats[n].update(chunk.columns[n])
                 if faults is not None:
                     faults.update(chunk.flags, ts)
-                timings["stats_s"] += time.perf_counter() - t
-
-                t = time.perf_counter()
-                for n in spectral_names:
-                    welch[n].update(chunk.columns[n])
-                timings["spectral_s"] += time.perf_counter() - t
-
-                t = time.perf_counter()
+                tasks = [(update_stats, chunk, n) for n in names]
+                if welch is not None:
+                    tasks.append((update_welch, chunk))
                 for frame in framer.feed(chunk):
-                    run_detection(frame)
-                timings["detect_s"] += time.perf_counter() - t
+                    tasks += [(detect_channel, frame, n) for n in names]
+                run_tasks(tasks)
+                timings["compute_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            for frame in framer.finish():
-                run_detection(frame)
-            timings["detect_s"] += time.perf_counter() - t
+            run_tasks([(detect_channel, frame, n) for frame in framer.finish() for n in names])
+            timings["compute_s"] += time.perf_counter() - t
         finally:
             if pool:
                 pool.shutdown()
@@ -273,20 +296,23 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
 
         t = time.perf_counter()
         spectral, psd = {}, {}
-        for n in spectral_names:
-            freqs, p = welch[n].result()
-            psd[n] = (freqs, p)
-            dom_hz, share = dominant_frequency(freqs, p)
-            spectral[n] = {
-                "role": layout.channel(n).role,
-                "dominant_hz": None if np.isnan(dom_hz) else dom_hz,
-                "dominant_share": None if np.isnan(share) else share,
-                "total_power": float(p[1:].sum() * (freqs[1] - freqs[0])) if len(p) > 1 else None,
-                "nperseg": welch[n].nperseg,
-                "segments": welch[n].segments,
-                "skipped_segments": welch[n].skipped_segments,
-            }
-        timings["spectral_s"] += time.perf_counter() - t
+        if welch is not None:
+            freqs, p_all = welch.result()
+            for i, n in enumerate(spectral_names):
+                p = p_all[i]
+                psd[n] = (freqs, p)
+                dom_hz, share = dominant_frequency(freqs, p)
+                usable = bool(np.isfinite(p).all()) and len(p) > 1
+                spectral[n] = {
+                    "role": layout.channel(n).role,
+                    "dominant_hz": dom_hz if usable else None,
+                    "dominant_share": share if usable else None,
+                    "total_power": float(p[1:].sum() * (freqs[1] - freqs[0])) if usable else None,
+                    "nperseg": welch.nperseg,
+                    "segments": int(welch.segments[i]),
+                    "skipped_segments": int(welch.skipped_segments[i]),
+                }
+        timings["summary_s"] += time.perf_counter() - t
 
     doc = {
         "site_id": site_id,

@@ -19,68 +19,128 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def _window_sums(v: np.ndarray, window: int, pad_value: float = 0.0) -> np.ndarray:
-    """Sum of ``v`` over the centred window at each sample, padded with ``pad_value``.
+class Workspace:
+    """Scratch buffers reused from frame to frame (one per thread): allocating and
+    faulting in fresh pages for every channel costs more than the arithmetic."""
 
-    The window at ``i`` covers ``[i - window // 2, i + (window - 1) // 2]``, the alignment
-    of ``numpy.convolve(..., mode="same")``.
-    """
-    left, right = window // 2, (window - 1) // 2
-    cs = np.empty(len(v) + window)
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, n: int) -> np.ndarray:
+        buf = self._buffers.get(name)
+        if buf is None or len(buf) < n:
+            buf = self._buffers[name] = np.empty(max(n, 1 << 16))
+        return buf[:n]
+
+
+def _window_sums(padded: np.ndarray, window: int, out: np.ndarray, cs: np.ndarray) -> np.ndarray:
+    """``out[i] = sum(padded[i:i + window])`` via one running sum (``cs`` is scratch)."""
     cs[0] = 0.0
-    body = cs[1:]
-    body[:left] = pad_value
-    body[left:left + len(v)] = v
-    body[left + len(v):] = pad_value
-    np.cumsum(body, out=body)
-    return cs[window:] - cs[:-window]
+    np.cumsum(padded, out=cs[1:])
+    return np.subtract(cs[window:], cs[:-window], out=out)
 
 
-def rolling_mean_std(x: np.ndarray, window: int, *, variance_floor: float = 1e-9):
-    """Centred rolling mean and standard deviation with zeros outside ``x``.
+def rolling_moments(x: np.ndarray, window: int, *, variance_floor: float = 1e-9,
+                    ws: Workspace | None = None):
+    """Centred rolling mean and variance with zeros outside ``x``, and ``(x - mean)**2``.
 
     Parameters
     ----------
     x : ndarray, shape (n,)
         Samples, any unit; NaN marks a missing sample.
     window : int
-        Window length, samples.
+        Window length, samples. The window at ``i`` covers
+        ``[i - window // 2, i + (window - 1) // 2]``, the alignment of
+        ``numpy.convolve(..., mode="same")``.
     variance_floor : float
         Lower bound of the variance, squared units of ``x``.
+    ws : Workspace, optional
+        Scratch buffers; the returned arrays are views into it, valid until its next use.
 
     Returns
     -------
-    mean, std : ndarray, shape (n,)
+    mean, dev2, var : ndarray, shape (n,)
+        Rolling mean; squared deviation of each sample from it (NaN where ``x`` is NaN);
+        rolling variance, floored.
     """
     x = np.asarray(x, dtype=np.float64)
+    ws = ws or Workspace()
+    n = len(x)
+    left = window // 2
+    padded = ws.get("padded", n + window - 1)
+    cs = ws.get("cumsum", n + window)
+    mean = ws.get("mean", n)
+    var = ws.get("var", n)
+    body = padded[left:left + n]
     missing = np.isnan(x)
     if not missing.any():
-        # Subtracting an offset keeps the running sums small and exact; the zero padding
-        # outside the signal becomes ``-offset`` in the shifted frame.
-        offset = float(x[len(x) // 2]) if len(x) else 0.0
-        mean = _window_sums(x - offset, window, -offset) / window + offset
-        dev2 = np.square(x - mean)
-        var = _window_sums(dev2, window) / window
+        # Running sums of x - offset stay small, so they stay exact; the zero padding
+        # outside the signal is -offset in the shifted frame.
+        offset = float(x[n // 2])
+        padded[:left] = -offset
+        padded[left + n:] = -offset
+        np.subtract(x, offset, out=body)
+        _window_sums(padded, window, mean, cs)
+        mean *= 1.0 / window
+        mean += offset
+        padded[:left] = 0.0
+        padded[left + n:] = 0.0
+        np.subtract(x, mean, out=body)
+        np.multiply(body, body, out=body)
+        _window_sums(padded, window, var, cs)
+        var *= 1.0 / window
+        dev2 = ws.get("dev2", n)
+        dev2[:] = body
     else:
+        # Missing samples are imputed by the mean of their window's valid samples: the
+        # window sums are scaled by (samples inside the signal) / (valid samples).
         valid = ~missing
         offset = float(np.nanmedian(x)) if valid.any() else 0.0
-        shifted = np.where(valid, x - offset, 0.0)
-        n_valid = _window_sums(valid.astype(np.float64), window)
-        n_inside = _window_sums(np.ones(len(x)), window)
+        padded[:left] = 0.0
+        padded[left + n:] = 0.0
+        body[:] = valid
+        n_valid = _window_sums(padded, window, ws.get("n_valid", n), cs).copy()
+        body[:] = 1.0
+        n_inside = _window_sums(padded, window, ws.get("n_inside", n), cs)
         with np.errstate(invalid="ignore", divide="ignore"):
             fill = np.where(n_valid > 0, n_inside / n_valid, 0.0)
-            mean = (_window_sums(shifted, window) + offset * n_valid) * fill / window
-            dev2 = np.where(valid, np.square(x - mean), 0.0)
-            var = _window_sums(dev2, window) * fill / window
+            np.subtract(x, offset, out=body)
+            body[missing] = 0.0
+            _window_sums(padded, window, mean, cs)
+            mean += offset * n_valid
+            mean *= fill
+            mean *= 1.0 / window
+            dev2 = ws.get("dev2", n)
+            np.subtract(x, mean, out=dev2)
+            np.multiply(dev2, dev2, out=dev2)
+            body[:] = dev2
+            body[missing] = 0.0
+            _window_sums(padded, window, var, cs)
+            var *= fill
+            var *= 1.0 / window
     np.maximum(var, variance_floor, out=var)
-    return mean, np.sqrt(var)
+    return mean, dev2, var
+
+
+def rolling_mean_std(x: np.ndarray, window: int, *, variance_floor: float = 1e-9):
+    """Centred rolling mean and standard deviation with zeros outside ``x`` (new arrays)."""
+    mean, _, var = rolling_moments(x, window, variance_floor=variance_floor)
+    return mean.copy(), np.sqrt(var)
 
 
 def zscore(x: np.ndarray, window: int, *, variance_floor: float = 1e-9):
     """``|x - rolling mean| / rolling std`` and the two rolling series; NaN where x is NaN."""
-    mean, std = rolling_mean_std(x, window, variance_floor=variance_floor)
-    z = np.abs(x - mean) / std
-    return z, mean, std
+    mean, dev2, var = rolling_moments(x, window, variance_floor=variance_floor)
+    return np.sqrt(dev2 / var), mean.copy(), np.sqrt(var)
+
+
+def flag_zscore(dev2: np.ndarray, var: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices where ``z > threshold`` and their z, without computing z everywhere.
+
+    ``z > t`` is tested as ``dev2 > t**2 * var`` (both sides non-negative); NaN never passes.
+    """
+    idx = np.flatnonzero(dev2 > (threshold * threshold) * var)
+    return idx, np.sqrt(dev2[idx] / var[idx])
 
 
 @dataclass
@@ -138,25 +198,24 @@ class EventBuilder:
 
     def feed(self, mask: np.ndarray, z: np.ndarray, x: np.ndarray, timestamps: np.ndarray,
              offset: int) -> None:
-        """Add a stretch starting at sample ``offset`` of the channel."""
-        starts, stops = flagged_runs(mask)
-        if len(starts) == 0:
+        """Add a stretch starting at sample ``offset``, given its full mask and z."""
+        idx = np.flatnonzero(mask)
+        self.feed_flagged(idx, z[idx], x, timestamps, offset)
+
+    def feed_flagged(self, idx: np.ndarray, z: np.ndarray, x: np.ndarray,
+                     timestamps: np.ndarray, offset: int) -> None:
+        """Add a stretch starting at sample ``offset``, given only its flagged samples:
+        their indices ``idx`` (sorted, relative to the stretch) and z-scores ``z``."""
+        if len(idx) == 0:
             return
-        # Peak of each run without a Python loop: max z per run, then its first position.
-        zz = np.where(mask, z, -np.inf)
-        bounds = np.empty(2 * len(starts), dtype=np.intp)
-        bounds[0::2], bounds[1::2] = starts, stops
-        peaks = np.maximum.reduceat(zz, bounds[bounds < len(zz)])[0::2]
-        marker = np.zeros(len(mask), dtype=np.intp)
-        marker[starts] = 1
-        run_id = np.cumsum(marker) - 1
-        at_peak = mask & (zz == peaks[np.clip(run_id, 0, None)])
-        peak_pos = np.flatnonzero(at_peak)
-        first_of_run = np.unique(run_id[peak_pos], return_index=True)[1]
-        peak_pos = peak_pos[first_of_run]
-        for s, e, p in zip(starts.tolist(), stops.tolist(), peak_pos.tolist()):
-            self._add(Event(self.channel, offset + s, offset + e - 1, int(timestamps[s]),
-                            int(timestamps[e - 1]), float(z[p]), float(x[p]), offset + p))
+        run_starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
+        run_ends = np.append(run_starts[1:], len(idx))
+        peaks = np.maximum.reduceat(z, run_starts)
+        for a, b, peak in zip(run_starts.tolist(), run_ends.tolist(), peaks.tolist()):
+            p = idx[a + int(np.argmax(z[a:b]))]
+            s, e = idx[a], idx[b - 1]
+            self._add(Event(self.channel, offset + s, offset + e, int(timestamps[s]),
+                            int(timestamps[e]), peak, float(x[p]), offset + p))
 
     def _add(self, ev: Event) -> None:
         cur = self._open

@@ -2,20 +2,22 @@
 
 :class:`WelchAccumulator` fed a signal piece by piece gives the PSD that
 ``scipy.signal.welch`` gives for the whole signal (mean averaging, constant detrend,
-density scaling): it computes the same segments, keeps their sum, and carries the partial
-segment at each chunk's end to the next chunk. Segments that contain a missing (NaN)
-sample are left out of the average and counted.
+density scaling, one-sided): it computes the same segments, keeps their sum, and carries
+the partial segment at each chunk's end to the next chunk. It takes several channels at
+once (shape ``(channels, n)``) so that one batched FFT serves them all. Segments that
+contain a missing (NaN) sample are left out of that channel's average and counted.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import signal
 
 
 def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float]:
     """Frequency of the strongest non-DC bin (Hz) and its share of the non-DC power."""
-    if len(psd) < 2:
+    if len(psd) < 2 or not np.isfinite(psd).all():
         return float("nan"), float("nan")
     k = 1 + int(np.argmax(psd[1:]))
     total = float(psd[1:].sum())
@@ -23,7 +25,7 @@ def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float
 
 
 class WelchAccumulator:
-    """Streaming Welch PSD of one channel.
+    """Streaming Welch PSD of one channel or a stack of channels.
 
     Parameters
     ----------
@@ -36,51 +38,83 @@ class WelchAccumulator:
         Fraction of a segment shared with the next.
     window : str
         Taper name understood by ``scipy.signal.get_window``.
+    workers : int
+        Threads for the FFT; results do not depend on it.
     """
 
-    def __init__(self, fs: float, *, nperseg: int, overlap: float = 0.5, window: str = "hann"):
+    def __init__(self, fs: float, *, nperseg: int, overlap: float = 0.5, window: str = "hann",
+                 workers: int = 1):
         self.fs = float(fs)
         self.nperseg = int(nperseg)
         self.noverlap = int(nperseg * overlap)
         self.step = self.nperseg - self.noverlap
         self.window = window
-        self._carry = np.empty(0)
+        self.workers = workers
+        self._carry: np.ndarray | None = None
         self._sum: np.ndarray | None = None
-        self.segments = 0
-        self.skipped_segments = 0
-        self.freqs: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+        self._skipped: np.ndarray | None = None
+        self._setup(self.nperseg)
 
-    def _segments_psd(self, x: np.ndarray, nperseg: int, noverlap: int):
-        freqs, _, sxx = signal.spectrogram(
-            x, fs=self.fs, window=self.window, nperseg=nperseg, noverlap=noverlap,
-            detrend="constant", scaling="density", mode="psd",
-        )
-        return freqs, sxx
+    def _setup(self, nperseg: int) -> None:
+        self._win = signal.get_window(self.window, nperseg)
+        self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
+        self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
+
+    def _segments_psd(self, segs: np.ndarray) -> np.ndarray:
+        """One-sided density PSD of each segment, as scipy computes it; shape (..., nseg, nfreq)."""
+        segs = segs - segs.mean(axis=-1, keepdims=True)
+        segs *= self._win
+        spec = sp_fft.rfft(segs, axis=-1, workers=self.workers)
+        psd = spec.real ** 2 + spec.imag ** 2
+        psd *= self._scale
+        n = segs.shape[-1]
+        if n % 2:
+            psd[..., 1:] *= 2
+        else:
+            psd[..., 1:-1] *= 2
+        return psd
+
+    def _add(self, psd: np.ndarray) -> None:
+        bad = np.isnan(psd).any(axis=-1)  # (..., nseg)
+        good_sum = np.where(bad[..., None], 0.0, psd).sum(axis=-2)
+        if self._sum is None:
+            self._sum = good_sum
+            self._count = (~bad).sum(axis=-1)
+            self._skipped = bad.sum(axis=-1)
+        else:
+            self._sum += good_sum
+            self._count += (~bad).sum(axis=-1)
+            self._skipped += bad.sum(axis=-1)
 
     def update(self, x: np.ndarray) -> None:
-        buf = np.concatenate([self._carry, x]) if len(self._carry) else np.asarray(x, float)
-        n_seg = 0 if len(buf) < self.nperseg else (len(buf) - self.nperseg) // self.step + 1
+        """Add the next samples: shape ``(n,)`` or ``(channels, n)``."""
+        x = np.asarray(x, dtype=np.float64)
+        buf = x if self._carry is None or self._carry.shape[-1] == 0 else np.concatenate(
+            [self._carry, x], axis=-1)
+        n = buf.shape[-1]
+        n_seg = 0 if n < self.nperseg else (n - self.nperseg) // self.step + 1
         if n_seg:
-            usable = buf[: (n_seg - 1) * self.step + self.nperseg]
-            self._add(*self._segments_psd(usable, self.nperseg, self.noverlap))
-        self._carry = buf[n_seg * self.step:].copy()
+            view = np.lib.stride_tricks.sliding_window_view(buf, self.nperseg, axis=-1)
+            self._add(self._segments_psd(view[..., : (n_seg - 1) * self.step + 1: self.step, :]))
+        self._carry = buf[..., n_seg * self.step:].copy()
 
-    def _add(self, freqs: np.ndarray, sxx: np.ndarray) -> None:
-        bad = np.isnan(sxx).any(axis=0)
-        self.skipped_segments += int(bad.sum())
-        good = sxx[:, ~bad]
-        self.segments += good.shape[1]
-        self.freqs = freqs
-        part = good.sum(axis=1)
-        self._sum = part if self._sum is None else self._sum + part
+    @property
+    def segments(self):
+        return self._count if self._count is not None else 0
+
+    @property
+    def skipped_segments(self):
+        return self._skipped if self._skipped is not None else 0
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """Frequencies (Hz) and PSD (units**2/Hz). Empty arrays if no usable segment."""
-        if self.segments == 0 and self.skipped_segments == 0 and len(self._carry) >= 2:
+        """Frequencies (Hz) and PSD (units**2/Hz), NaN for a channel with no usable segment."""
+        if self._sum is None and self._carry is not None and self._carry.shape[-1] >= 2:
             # Shorter than one segment: one segment as long as the signal.
-            n = len(self._carry)
-            self.nperseg = n
-            self._add(*self._segments_psd(self._carry, n, 0))
-        if self.segments == 0:
-            return np.empty(0), np.empty(0)
-        return self.freqs, self._sum / self.segments
+            self.nperseg = self._carry.shape[-1]
+            self._setup(self.nperseg)
+            self._add(self._segments_psd(self._carry[..., None, :]))
+        if self._sum is None:
+            return self.freqs, np.full(self.freqs.shape, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.freqs, self._sum / np.expand_dims(self._count, -1)
