@@ -81,16 +81,15 @@ def rolling_moments(x: np.ndarray, window: int, *, variance_floor: float = 1e-9,
         padded[left + n:] = -offset
         np.subtract(x, offset, out=body)
         _window_sums(padded, window, mean, cs)
-        mean *= 1.0 / window
+        mean *= 1.0 / window  # the rolling mean of x - offset
+        np.subtract(body, mean, out=body)
+        np.multiply(body, body, out=body)
         mean += offset
         padded[:left] = 0.0
         padded[left + n:] = 0.0
-        np.subtract(x, mean, out=body)
-        np.multiply(body, body, out=body)
         _window_sums(padded, window, var, cs)
         var *= 1.0 / window
-        dev2 = ws.get("dev2", n)
-        dev2[:] = body
+        dev2 = body
     else:
         # Missing samples are imputed by the mean of their window's valid samples: the
         # window sums are scaled by (samples inside the signal) / (valid samples).

@@ -61,30 +61,32 @@ class WelchAccumulator:
         self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
         self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
 
-    def _segments_psd(self, segs: np.ndarray) -> np.ndarray:
-        """One-sided density PSD of each segment, as scipy computes it; shape (..., nseg, nfreq)."""
+    def _segments_power(self, segs: np.ndarray) -> np.ndarray:
+        """Unscaled two-sided |FFT|^2 of each detrended, tapered segment; (..., nseg, nfreq).
+
+        Density scaling and the one-sided doubling are linear, so they are applied once
+        to the sum in :meth:`result` instead of to every segment.
+        """
         segs = segs - segs.mean(axis=-1, keepdims=True)
         segs *= self._win
-        spec = sp_fft.rfft(segs, axis=-1, workers=self.workers)
-        psd = spec.real ** 2 + spec.imag ** 2
-        psd *= self._scale
-        n = segs.shape[-1]
-        if n % 2:
-            psd[..., 1:] *= 2
-        else:
-            psd[..., 1:-1] *= 2
-        return psd
+        spec = sp_fft.rfft(segs, axis=-1, workers=self.workers, overwrite_x=True)
+        return np.square(spec.real) + np.square(spec.imag)
 
-    def _add(self, psd: np.ndarray) -> None:
-        bad = np.isnan(psd).any(axis=-1)  # (..., nseg)
-        good_sum = np.where(bad[..., None], 0.0, psd).sum(axis=-2)
+    def _add(self, power: np.ndarray, may_have_nan: bool) -> None:
+        nseg = power.shape[-2]
+        if may_have_nan:
+            bad = np.isnan(power).any(axis=-1)  # (..., nseg)
+            part = np.where(bad[..., None], 0.0, power).sum(axis=-2)
+        else:
+            bad = np.zeros(power.shape[:-1], dtype=bool)
+            part = power.sum(axis=-2)
         if self._sum is None:
-            self._sum = good_sum
-            self._count = (~bad).sum(axis=-1)
+            self._sum = part
+            self._count = nseg - bad.sum(axis=-1)
             self._skipped = bad.sum(axis=-1)
         else:
-            self._sum += good_sum
-            self._count += (~bad).sum(axis=-1)
+            self._sum += part
+            self._count += nseg - bad.sum(axis=-1)
             self._skipped += bad.sum(axis=-1)
 
     def update(self, x: np.ndarray) -> None:
@@ -96,7 +98,8 @@ class WelchAccumulator:
         n_seg = 0 if n < self.nperseg else (n - self.nperseg) // self.step + 1
         if n_seg:
             view = np.lib.stride_tricks.sliding_window_view(buf, self.nperseg, axis=-1)
-            self._add(self._segments_psd(view[..., : (n_seg - 1) * self.step + 1: self.step, :]))
+            segs = view[..., : (n_seg - 1) * self.step + 1: self.step, :]
+            self._add(self._segments_power(segs), bool(np.isnan(buf).any()))
         self._carry = buf[..., n_seg * self.step:].copy()
 
     @property
@@ -113,8 +116,13 @@ class WelchAccumulator:
             # Shorter than one segment: one segment as long as the signal.
             self.nperseg = self._carry.shape[-1]
             self._setup(self.nperseg)
-            self._add(self._segments_psd(self._carry[..., None, :]))
+            self._add(self._segments_power(self._carry[..., None, :]), True)
         if self._sum is None:
             return self.freqs, np.full(self.freqs.shape, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.freqs, self._sum / np.expand_dims(self._count, -1)
+            psd = self._sum * self._scale / np.expand_dims(self._count, -1)
+        if self.nperseg % 2:
+            psd[..., 1:] *= 2
+        else:
+            psd[..., 1:-1] *= 2
+        return self.freqs, psd
