@@ -47,15 +47,15 @@ class Frame:
 
 
 class Framer:
-    """Turns consecutive chunks into frames with ``halo`` rows of context on each side.
+    """Turns consecutive chunks into frames with ``halo = (before, after)`` rows of context.
 
     Frames are at least ``frame_rows`` long (except the last), cover every row exactly
     once, and their context is cut only at the ends of the signal.
     """
 
-    def __init__(self, names: list[str], *, halo: int, frame_rows: int):
+    def __init__(self, names: list[str], *, halo: tuple[int, int], frame_rows: int):
         self.names = names
-        self.halo = halo
+        self.halo_before, self.halo_after = halo
         self.frame_rows = frame_rows
         self._parts: list[Chunk] = []
         self._buf_start = 0
@@ -65,8 +65,8 @@ class Framer:
     def feed(self, chunk: Chunk) -> Iterator[Frame]:
         self._parts.append(chunk)
         self._end = chunk.start + len(chunk)
-        if self._end - self._done >= self.frame_rows + self.halo:
-            yield self._emit(self._end - self.halo)
+        if self._end - self._done >= self.frame_rows + self.halo_after:
+            yield self._emit(self._end - self.halo_after)
 
     def finish(self) -> Iterator[Frame]:
         if self._end > self._done:
@@ -75,11 +75,11 @@ class Framer:
     def _emit(self, stop: int) -> Frame:
         ts = np.concatenate([p.timestamps for p in self._parts])
         cols = {n: np.concatenate([p.columns[n] for p in self._parts]) for n in self.names}
-        ctx_start = max(self._done - self.halo, self._buf_start)
+        ctx_start = max(self._done - self.halo_before, self._buf_start)
         lo = ctx_start - self._buf_start
         frame = Frame(self._done, stop, ctx_start, ts[lo:], {n: c[lo:] for n, c in cols.items()})
         # Keep only what the next frame needs as left context.
-        keep_from = max(stop - self.halo, self._buf_start)
+        keep_from = max(stop - self.halo_before, self._buf_start)
         k = keep_from - self._buf_start
         self._parts = [Chunk(keep_from, ts[k:].copy(), {n: c[k:].copy() for n, c in cols.items()}, None)]
         self._buf_start = keep_from
@@ -187,14 +187,19 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
     with TelemetryFile(uri) as tf:
         layout = tf.layout
         names = _select_channels(layout, params, uri)
-        if tf.rows < params.window:
+        if params.detector == "zscore" and tf.rows < params.window:
             raise DataError(f"file has {tf.rows} rows, fewer than the rolling window "
                             f"({params.window} samples)", file=uri)
+        if params.detector == "robust" and tf.rows <= params.min_reference + params.guard_samples:
+            raise DataError(f"file has {tf.rows} rows, too few to build a reference of "
+                            f"{params.min_reference} samples {params.guard_samples} samples "
+                            "before any sample", file=uri)
         site_id, region = tf.site_id, tf.region
         spectral_names = [n for n in names if layout.channel(n).role in params.spectral_roles]
         stats = {n: RunningStats() for n in names}
         builders = {n: detect.EventBuilder(n, params.min_event_samples, params.merge_gap_samples,
-                                           params.max_events_per_channel) for n in names}
+                                           params.max_events_per_channel, params.z_threshold)
+                    for n in names}
         bucket_rows = max(1, -(-tf.rows // trace_buckets)) if trace_buckets else 0
         traces = {n: ChannelTrace(bucket_rows) for n in names} if trace_buckets else {}
         faults = FaultCounter(layout.fault_bits) if layout.flags_column else None
@@ -206,16 +211,29 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         local = threading.local()
         threshold = params.z_threshold
 
+        flag_at = params.z_exit if params.z_exit is not None else threshold
+
         def detect_channel(frame: Frame, name: str) -> None:
-            ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
             x = frame.columns[name]
-            mean, dev2, var = detect.rolling_moments(x, params.window, ws=ws,
-                                                     variance_floor=params.variance_floor)
             o = frame.out
-            idx, z = detect.flag_zscore(dev2[o], var[o], threshold)
+            if params.detector == "zscore":
+                ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
+                center, dev2, var = detect.rolling_moments(x, params.window, ws=ws,
+                                                           variance_floor=params.variance_floor)
+                idx, z = detect.flag_zscore(dev2[o], var[o], flag_at)
+                scale = np.sqrt(var[o]) if traces else None
+            else:
+                z_all, center, scale_all = detect.robust_zscore(
+                    x, window=params.window, guard=params.guard_samples,
+                    short=params.short_window, energy=layout.channel(name).role in params.energy_roles,
+                    variance_floor=params.variance_floor, min_reference=params.min_reference)
+                zo = z_all[o]
+                idx = np.flatnonzero(zo > flag_at)
+                z = zo[idx]
+                scale = scale_all[o]
             builders[name].feed_flagged(idx, z, x[o], frame.timestamps[o], frame.start)
             if traces:
-                traces[name].update(frame.start, frame.timestamps[o], x[o], mean[o], np.sqrt(var[o]))
+                traces[name].update(frame.start, frame.timestamps[o], x[o], center[o], scale)
 
         def run_tasks(tasks) -> None:
             # Tasks touch disjoint state (one channel's accumulators, or the Welch stack)

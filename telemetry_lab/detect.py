@@ -182,14 +182,16 @@ class EventBuilder:
 
     Feed it consecutive stretches of the channel; runs that cross a stretch border are
     joined, runs separated by at most ``merge_gap`` unflagged samples are merged, events
-    shorter than ``min_samples`` are dropped, and only the ``keep`` strongest events (by
-    peak z) are kept, while :attr:`count` counts them all.
+    shorter than ``min_samples`` or whose peak z does not exceed ``min_peak_z`` are dropped
+    (hysteresis: flag at a low threshold, keep events that reach the high one), and only
+    the ``keep`` strongest events (by peak z) are kept, while :attr:`count` counts them all.
     """
 
     channel: str
     min_samples: int = 1
     merge_gap: int = 0
     keep: int = 1000
+    min_peak_z: float = -np.inf
     count: int = 0
     _open: Event | None = None
     _heap: list = field(default_factory=list)
@@ -207,12 +209,23 @@ class EventBuilder:
         their indices ``idx`` (sorted, relative to the stretch) and z-scores ``z``."""
         if len(idx) == 0:
             return
-        run_starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
-        run_ends = np.append(run_starts[1:], len(idx))
-        peaks = np.maximum.reduceat(z, run_starts)
-        for a, b, peak in zip(run_starts.tolist(), run_ends.tolist(), peaks.tolist()):
-            p = idx[a + int(np.argmax(z[a:b]))]
-            s, e = idx[a], idx[b - 1]
+        n = len(x)
+        # Runs of consecutive samples, then groups of runs within the merge gap; all
+        # vectorised, since low hysteresis thresholds flag many short runs of noise.
+        first = np.flatnonzero(np.diff(idx, prepend=idx[0] - 2) != 1)
+        last = np.append(first[1:], len(idx)) - 1
+        gap_before = np.empty(len(first), dtype=np.intp)
+        gap_before[0] = self.merge_gap + 1
+        gap_before[1:] = idx[first[1:]] - idx[last[:-1]] - 1
+        g_first = first[gap_before > self.merge_gap]
+        g_last = np.append(g_first[1:], len(idx)) - 1
+        peaks = np.maximum.reduceat(z, g_first)
+        # Groups near a border may join events of the neighbouring stretch: keep them.
+        near_border = (idx[g_first] <= self.merge_gap) | (idx[g_last] >= n - 1 - self.merge_gap)
+        for a, b, peak in zip(*(arr[(peaks > self.min_peak_z) | near_border].tolist()
+                                for arr in (g_first, g_last, peaks))):
+            p = idx[a + int(np.argmax(z[a:b + 1]))]
+            s, e = idx[a], idx[b]
             self._add(Event(self.channel, offset + s, offset + e, int(timestamps[s]),
                             int(timestamps[e]), peak, float(x[p]), offset + p))
 
@@ -228,7 +241,7 @@ class EventBuilder:
 
     def _close(self) -> None:
         ev, self._open = self._open, None
-        if ev is None or ev.samples < self.min_samples:
+        if ev is None or ev.samples < self.min_samples or not ev.peak_z > self.min_peak_z:
             return
         self.count += 1
         self._seq += 1
@@ -242,3 +255,141 @@ class EventBuilder:
         """Close the last event; the kept events in time order."""
         self._close()
         return sorted((item[2] for item in self._heap), key=lambda e: e.start)
+
+
+# -- the robust detector -----------------------------------------------------------------
+
+def _csum(v: np.ndarray) -> np.ndarray:
+    """Running sum with a leading zero: ``sum(v[a:b]) == c[b] - c[a]``."""
+    c = np.empty(len(v) + 1)
+    c[0] = 0.0
+    np.cumsum(v, out=c[1:])
+    return c
+
+
+def _shifted(c: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``a[i] = c[clip(i + k, 0, n)]`` for ``i`` in ``[0, n)``, with slices, not fancy indexing."""
+    a = np.empty(n)
+    lo = min(max(-k, 0), n)  # i below this clip to c[0]
+    hi = min(max(n - k, 0), n)  # i from this clip to c[n]
+    a[:lo] = c[0]
+    if hi > lo:
+        a[lo:hi] = c[lo + k:hi + k]
+    a[max(hi, lo):] = c[n]
+    return a
+
+
+def _trailing(c: np.ndarray, n: int, lo_off: int, hi_off: int) -> np.ndarray:
+    """Sum over ``[i - lo_off, i - hi_off)`` clipped to ``[0, n)``, for every ``i`` in ``[0, n)``."""
+    return _shifted(c, n, -hi_off) - _shifted(c, n, -lo_off)
+
+
+def _centred(c: np.ndarray, n: int, width: int) -> np.ndarray:
+    """Sum over the centred window of ``width`` samples, clipped to ``[0, n)``."""
+    return _shifted(c, n, (width - 1) // 2 + 1) - _shifted(c, n, -(width // 2))
+
+
+def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy: bool,
+                  variance_floor: float = 1e-9, min_reference: int = 30) -> np.ndarray:
+    """Anomaly score of every sample against a trailing, guarded reference window.
+
+    Each sample ``i`` is compared with the reference ``[i - guard - window, i - guard)``:
+    samples before it, kept ``guard`` samples away so that an anomaly does not enter its
+    own baseline until it has lasted that long. Two statistics, the larger wins:
+
+    * per sample: ``|x[i] - mean_ref| / scale_ref``;
+    * short mean: the mean over the centred ``short`` samples around ``i`` against the
+      reference mean, in units of the scale of such a mean. It finds level shifts far below
+      the per-sample threshold, since averaging ``short`` samples divides noise by
+      ``sqrt(short)``.
+
+    ``energy=False`` (slow channels): the scale is the noise level estimated from first
+    differences, ``sqrt(mean(diff(x)**2) / 2)``, which drifts, trends and ramps in the
+    reference do not inflate; the short-mean scale is ``scale / sqrt(short)``.
+    ``energy=True`` (vibration): a periodic signal is not noise, so the per-sample scale is
+    the reference standard deviation, and the short statistic is the variance over the
+    short window (vibration energy) against its own reference mean and standard deviation.
+
+    Missing samples (NaN) are left out of every sum and get a score of 0. Samples with
+    fewer than ``min_reference`` valid reference samples (the start of a file) score 0.
+    Cost: a handful of running sums, O(N).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        Samples, any unit.
+    window, guard, short : int
+        Reference length, guard gap and short-mean length, samples.
+    energy : bool
+        Use the vibration statistics (see above).
+    variance_floor : float
+        Lower bound of every variance, squared units of ``x`` (``x**2`` for energy).
+    min_reference : int
+        Fewest valid reference samples needed to score a sample.
+
+    Returns
+    -------
+    z : ndarray, shape (n,)
+        The score.
+    center, scale : ndarray, shape (n,)
+        Reference mean and per-sample scale (units of ``x``), for plotting the band
+        ``center +/- threshold * scale``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    valid = ~np.isnan(x)
+    complete = bool(valid.all())
+    offset = float(x[valid][0]) if valid.any() else 0.0
+    # Running sums of x - offset stay small, so they stay exact.
+    xv = x - offset if complete else np.where(valid, x - offset, 0.0)
+    c_n = np.arange(n + 1, dtype=np.float64) if complete else _csum(valid.astype(np.float64))
+    c_x = _csum(xv)
+    lo, hi = guard + window, guard
+    n_ref = _trailing(c_n, n, lo, hi)
+    enough = n_ref >= max(min_reference, 2)
+    safe_n = np.where(enough, n_ref, 1.0)
+    mean_ref = _trailing(c_x, n, lo, hi) / safe_n
+    dev = xv - mean_ref
+
+    n_short = _centred(c_n, n, short)
+    safe_short = np.where(n_short > 0, n_short, 1.0)
+    if not energy:
+        # Noise from first differences; a difference counts when both samples are valid.
+        d = np.zeros(n)
+        np.subtract(xv[1:], xv[:-1], out=d[1:])
+        np.multiply(d, d, out=d)
+        if complete:
+            n_d = np.maximum(n_ref - 1, 0)
+        else:
+            both = np.zeros(n)
+            both[1:] = valid[1:] & valid[:-1]
+            d[both == 0] = 0.0
+            n_d = _trailing(_csum(both), n, lo - 1, hi)  # differences inside the reference
+        var = _trailing(_csum(d), n, lo - 1, hi) / (2 * np.where(n_d > 0, n_d, 1.0))
+        np.maximum(var, variance_floor, out=var)
+        scale = np.sqrt(var)
+        z_sample = np.abs(dev) / scale
+        short_mean = _centred(c_x, n, short) / safe_short
+        z_short = np.abs(short_mean - mean_ref) * np.sqrt(n_short) / scale
+    else:
+        c_x2 = _csum(xv * xv)
+        var = _trailing(c_x2, n, lo, hi) / safe_n - mean_ref ** 2
+        np.maximum(var, variance_floor, out=var)
+        scale = np.sqrt(var)
+        z_sample = np.abs(dev) / scale
+        # Vibration energy: the variance over the short window (the AC power there),
+        # which does not depend on the offset the sums were taken about.
+        m_short = _centred(c_x, n, short) / safe_short
+        e_short = _centred(c_x2, n, short) / safe_short - m_short * m_short
+        e_short[n_short == 0] = 0.0
+        c_e = _csum(np.where(n_short > 0, e_short, 0.0))
+        c_e2 = _csum(np.where(n_short > 0, e_short * e_short, 0.0))
+        ref_e = _trailing(c_e, n, lo, hi) / safe_n
+        var_e = _trailing(c_e2, n, lo, hi) / safe_n - ref_e ** 2
+        np.maximum(var_e, variance_floor, out=var_e)
+        z_short = np.abs(e_short - ref_e) / np.sqrt(var_e)
+    # A short window cut by the signal's ends is a noisier statistic: not scored.
+    z_short[n_short < short] = 0.0
+    z = np.maximum(z_sample, z_short)
+    z[~valid | ~enough] = 0.0
+    return z, mean_ref + offset, scale

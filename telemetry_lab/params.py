@@ -33,11 +33,24 @@ class AnalysisParams:
         Name of the preset these settings started from (recorded in results).
     detector : {"zscore", "robust"}
         ``zscore``: centred rolling mean and variance with zeros outside the file (the
-        original method). ``robust``: see :mod:`telemetry_lab.detect`.
+        original method). ``robust``: a trailing, guarded reference window, a noise scale
+        that trends do not inflate, and a short-mean statistic for level shifts; see
+        :func:`telemetry_lab.detect.robust_zscore`.
     window : int
-        Rolling window length, samples.
+        Rolling window (``zscore``) or reference window (``robust``) length, samples.
     z_threshold : float
-        A sample is flagged where its z-score exceeds this.
+        An event must reach this z-score.
+    z_exit : float or None
+        Hysteresis: an event extends over neighbouring samples while their z-score exceeds
+        this (``None``: only samples above ``z_threshold`` belong to events).
+    guard_samples : int
+        ``robust``: gap between a sample and its reference window, samples.
+    short_window : int
+        ``robust``: length of the short mean compared with the reference, samples.
+    min_reference : int
+        ``robust``: fewest reference samples needed before a sample is scored.
+    energy_roles : tuple of str
+        ``robust``: channel roles scored on vibration energy (see the detector).
     variance_floor : float
         Lower bound of the rolling variance (squared channel units) so flat signals do not
         divide by zero.
@@ -65,12 +78,17 @@ class AnalysisParams:
     """
 
     preset_name: str = "default"
-    detector: str = "zscore"
-    window: int = 1000
-    z_threshold: float = 4.0
+    detector: str = "robust"
+    window: int = 5000
+    z_threshold: float = 6.5
+    z_exit: float | None = 3.0
+    guard_samples: int = 50
+    short_window: int = 50
+    min_reference: int = 200
+    energy_roles: tuple[str, ...] = ("vibration",)
     variance_floor: float = 1e-9
     min_event_samples: int = 1
-    merge_gap_samples: int = 0
+    merge_gap_samples: int = 100
     welch_nperseg: int = 8192
     welch_overlap: float = 0.5
     welch_window: str = "hann"
@@ -82,7 +100,7 @@ class AnalysisParams:
 
     def __post_init__(self):
         # Lists from JSON become tuples so the object stays hashable and comparable.
-        for name in ("spectral_roles", "channels"):
+        for name in ("spectral_roles", "channels", "energy_roles"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -91,16 +109,26 @@ class AnalysisParams:
         _check_choice("welch_window", self.welch_window, WELCH_WINDOWS)
         _check_int("window", self.window, minimum=2)
         _check_int("min_event_samples", self.min_event_samples, minimum=1)
+        _check_int("guard_samples", self.guard_samples, minimum=0)
+        _check_int("short_window", self.short_window, minimum=1)
+        _check_int("min_reference", self.min_reference, minimum=2)
         _check_int("merge_gap_samples", self.merge_gap_samples, minimum=0)
         _check_int("welch_nperseg", self.welch_nperseg, minimum=16)
         _check_int("chunk_rows", self.chunk_rows, minimum=1024)
         _check_int("max_events_per_channel", self.max_events_per_channel, minimum=1)
         _check_number("z_threshold", self.z_threshold, lower=0.0, lower_open=True)
         _check_number("variance_floor", self.variance_floor, lower=0.0, lower_open=True)
+        if self.z_exit is not None:
+            _check_number("z_exit", self.z_exit, lower=0.0, lower_open=True)
+            if self.z_exit > self.z_threshold:
+                raise ParamsError(f"z_exit={self.z_exit!r} must not exceed "
+                                  f"z_threshold={self.z_threshold!r}")
         _check_number("welch_overlap", self.welch_overlap, lower=0.0, upper=1.0, upper_open=True)
         if not isinstance(self.preset_name, str) or not self.preset_name:
             raise ParamsError(f"preset_name={self.preset_name!r} must be a non-empty string")
         _check_names("spectral_roles", self.spectral_roles, allow_none=False)
+        if self.energy_roles != ():
+            _check_names("energy_roles", self.energy_roles, allow_none=False)
         _check_names("channels", self.channels, allow_none=True)
         if self.chunk_rows < 2 * self.window:
             raise ParamsError(f"chunk_rows={self.chunk_rows!r} must be at least twice "
@@ -156,6 +184,7 @@ class AnalysisParams:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["spectral_roles"] = list(self.spectral_roles)
+        d["energy_roles"] = list(self.energy_roles)
         d["channels"] = None if self.channels is None else list(self.channels)
         return d
 
@@ -172,9 +201,11 @@ class AnalysisParams:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @property
-    def halo(self) -> int:
-        """Samples of context each side of a chunk that make chunked results exact."""
-        return self.window + 1
+    def halo(self) -> tuple[int, int]:
+        """Samples of context before and after a chunk that make chunked results exact."""
+        if self.detector == "zscore":
+            return self.window + 1, self.window + 1
+        return self.window + self.guard_samples + self.short_window + 1, self.short_window + 1
 
 
 #: Named presets: overrides of the dataclass defaults. ``seed`` is the original method
@@ -185,6 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detector": "zscore",
         "window": 1000,
         "z_threshold": 4.0,
+        "z_exit": None,
         "variance_floor": 1e-9,
         "min_event_samples": 1,
         "merge_gap_samples": 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from functools import lru_cache
 
@@ -74,12 +75,89 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _wrap(exc: Exception, uri: str, action: str) -> StorageError:
+    if is_s3(uri):
+        return StorageError(f"cannot {action}: {_s3_reason(exc, uri, action)}", file=uri)
     if isinstance(exc, FileNotFoundError):
         return StorageError(f"cannot {action}: no such file or object", file=uri)
     if isinstance(exc, PermissionError):
         return StorageError(f"cannot {action}: permission denied", file=uri)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StorageError(f"cannot {action}: {text}", file=uri)
+    return StorageError(f"cannot {action}: {_first_line(exc)}", file=uri)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: pyarrow's text for a failed S3 call: "... AWS Error ACCESS_DENIED during HeadObject
+#: operation: No response body." (the code is the AWS SDK's, upper snake case).
+_AWS_ERROR_RE = re.compile(r"AWS Error (?P<code>[A-Z0-9_]+)(?: \(HTTP status (?P<status>\d+)\))?"
+                           r" during (?P<op>\w+) operation: ?(?P<detail>.*)")
+
+_CREDENTIAL_ERRORS = {
+    "INVALID_ACCESS_KEY_ID": "credentials rejected: the access key id is not known (InvalidAccessKeyId)",
+    "SIGNATURE_DOES_NOT_MATCH": "credentials rejected: the secret key does not match the access key "
+                                "(SignatureDoesNotMatch)",
+    "INVALID_CLIENT_TOKEN_ID": "credentials rejected: the security token is not valid",
+    "EXPIRED_TOKEN": "credentials expired (ExpiredToken); refresh them or the role session",
+    "MISSING_AUTHENTICATION_TOKEN": "no credentials were sent (MissingAuthenticationToken)",
+}
+_CREDENTIAL_HINT = ("; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, "
+                    "AWS_PROFILE or the job role")
+
+
+def _s3_reason(exc: Exception, uri: str, action: str) -> str:
+    """A one-line, actionable reason for a failed S3 call on ``uri``."""
+    bucket, key = split_bucket_key(uri)
+    missing = "no objects under this prefix" if action == "list" else "no such object"
+    if isinstance(exc, FileNotFoundError):
+        return f"bucket {bucket!r} does not exist" if _bucket_missing(bucket) else missing
+    m = _AWS_ERROR_RE.search(str(exc))
+    if not m:
+        return _first_line(exc)
+    code, op, detail = m["code"], m["op"], m["detail"].split(" (Request ID")[0].strip()
+    if code == "NO_SUCH_BUCKET":
+        return f"bucket {bucket!r} does not exist"
+    if code in ("NO_SUCH_KEY", "RESOURCE_NOT_FOUND"):
+        return missing
+    if code in _CREDENTIAL_ERRORS:
+        return _CREDENTIAL_ERRORS[code] + _CREDENTIAL_HINT
+    if code == "ACCESS_DENIED":
+        # A HEAD answer has no body, so S3 cannot say whether the credentials were refused
+        # or the identity lacks permission; a listing (a GET) carries the error code.
+        if op.startswith("Head"):
+            creds = _credential_error(bucket, key)
+            if creds:
+                return creds + _CREDENTIAL_HINT
+        return (f"access denied (AccessDenied on {op}): the credentials in use may not access "
+                f"this {'bucket' if op == 'HeadBucket' else 'object'}")
+    if code == "NETWORK_CONNECTION":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return f"cannot reach S3{f' at {endpoint}' if endpoint else ''} ({detail or code})"
+    if code == "UNKNOWN" and m["status"]:
+        code = f"HTTP {m['status']}"
+    return f"{code} during {op}" + (f": {detail}" if detail and detail != "No response body." else "")
+
+
+def _bucket_missing(bucket: str) -> bool:
+    fs, _ = resolve(f"s3://{bucket}")
+    try:
+        return fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def _credential_error(bucket: str, key: str) -> str | None:
+    """The credential problem behind an AccessDenied HEAD, if a listing reveals one."""
+    fs, _ = resolve(f"s3://{bucket}")
+    try:
+        # Listing below the key itself: one small request whatever the bucket holds.
+        fs.get_file_info(pafs.FileSelector(f"{bucket}/{key}".rstrip("/"), allow_not_found=True))
+    except (OSError, pa.ArrowException) as exc:
+        m = _AWS_ERROR_RE.search(str(exc))
+        if m and m["code"] in _CREDENTIAL_ERRORS:
+            return _CREDENTIAL_ERRORS[m["code"]]
+    return None
 
 
 def read_bytes(uri: str) -> bytes:

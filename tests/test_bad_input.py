@@ -16,7 +16,7 @@ from telemetry_lab import manifest as manifest_mod
 
 from conftest import fleet_channels, write_telemetry
 
-PARAMS = AnalysisParams().replace(window=100, welch_nperseg=256)
+PARAMS = AnalysisParams.preset("seed").replace(window=100, welch_nperseg=256)
 
 
 @pytest.fixture
@@ -100,12 +100,20 @@ def test_bad_file_raises_clear_error_naming_the_file(kind, tmp_path, good):
     assert "\n" not in message
 
 
-def test_nan_samples_are_left_out_not_propagated(tmp_path):
+def test_file_too_short_for_the_robust_reference(tmp_path):
+    path = write_telemetry(tmp_path / "short.parquet", fleet_channels(60))
+    with pytest.raises(DataError, match="too few to build a reference") as info:
+        analyse_file(path, AnalysisParams().replace(welch_nperseg=256))
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("preset", ["seed", "default"])
+def test_nan_samples_are_left_out_not_propagated(tmp_path, preset):
     chans = fleet_channels(5000)
     chans["sensor_09"][100:300] = np.nan
     chans["sensor_00"][[700, 3100]] = np.nan
     path = write_telemetry(tmp_path / "nan.parquet", chans)
-    doc = analyse_file(path, PARAMS)
+    doc = analyse_file(path, AnalysisParams.preset(preset).replace(window=100, welch_nperseg=256))
     st = doc["sensor_stats"]["sensor_09"]
     assert st["missing"] == 200 and st["count"] == 4800
     assert np.isfinite([st["mean"], st["std"], st["min"], st["max"]]).all()

@@ -105,11 +105,11 @@ def test_retry_with_other_params_redoes_the_work(small_fleet, tmp_path):
     args = ["slice", "--manifest", small_fleet["manifest"], "--results", str(tmp_path), "--run-id", "r2"]
     assert cli(*args).returncode == 0
     params = tmp_path / "p.json"
-    params.write_text(json.dumps({"z_threshold": 6.0}))
+    params.write_text(json.dumps({"z_threshold": 7.5}))
     again = cli(*args, "--params", str(params))
     assert again.returncode == 0
     assert "reused" not in again.stdout
-    assert read_json(tmp_path / "results" / "r2" / "site-0000.json")["params"]["z_threshold"] == 6.0
+    assert read_json(tmp_path / "results" / "r2" / "site-0000.json")["params"]["z_threshold"] == 7.5
 
 
 def test_manifest_naming_missing_files_fails_those_and_completes_the_rest(small_fleet, tmp_path):
