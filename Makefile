@@ -28,12 +28,15 @@ demo: install
 		--files-per-job 4 --workers 2
 	@echo
 	@echo "Result documents: $(DEMO_DIR)/output/results/latest/"
+	@echo "Site reports:     $(DEMO_DIR)/output/reports/latest/"
+	@echo "Index:            $(DEMO_DIR)/output/index.html"
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/bench_analysis.py
+	$(BIN)/python benchmarks/bench_render.py
 
 clean:
 	rm -rf build .pytest_cache

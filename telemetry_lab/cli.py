@@ -76,8 +76,11 @@ def cmd_slice(a) -> int:
         summary = run_slice_papermill(a.manifest, paths, a.params, index=index, size=size,
                                       should_stop=stop)
     else:
+        from .render import site_report_hook
+
         summary = jobs.run_slice(entries, paths, params, index=index, size=size, should_stop=stop,
-                                 log=lambda line: print(line, flush=True))
+                                 log=lambda line: print(line, flush=True),
+                                 on_result=site_report_hook(paths))
     return summary.exit_code
 
 
@@ -99,6 +102,12 @@ def cmd_run(a) -> int:
     paths = jobs.Paths(a.results, run_id)
     print(f"results: {jobs.storage.join(a.results, 'results', 'latest')}  "
           f"run summary: {paths.run_summary}")
+    from .render import write_index
+
+    try:
+        print(f"index: {write_index(a.results)}")
+    except TelemetryLabError as exc:
+        print(f"no index written: {exc}", file=sys.stderr)
     return code
 
 
@@ -151,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("python", "papermill"), default="python")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+
+    from .render import add_report_parser
+
+    add_report_parser(sub)
     return p
 
 

@@ -114,10 +114,13 @@ class FileOutcome:
     health: str | None = None
     reused: bool = False
     error: dict | None = None
+    report_error: str | None = None
 
     def line(self) -> str:
         if self.status == "OK":
             note = " (result of an earlier attempt reused)" if self.reused else ""
+            if self.report_error:
+                note += f" (site report not written: {self.report_error})"
             return (f"OK   {self.stem} rows={self.rows} events={self.events} "
                     f"health={self.health} {self.seconds:.2f}s{note}")
         if self.status == "FAIL":
@@ -178,9 +181,10 @@ class StopFlag:
         self.signal_name = signal.Signals(signum).name
 
 
-def _existing_result(paths: Paths, stem: str, params: AnalysisParams) -> dict | None:
+def _existing_result(paths: Paths, stem: str, params: AnalysisParams, *,
+                     need_report: bool) -> dict | None:
     uri = paths.result(stem)
-    if not storage.exists(uri):
+    if not storage.exists(uri) or (need_report and not storage.exists(paths.report(stem))):
         return None
     try:
         doc = json.loads(storage.read_bytes(uri))
@@ -195,8 +199,9 @@ def process_file(stem: str, uri: str, paths: Paths, params: AnalysisParams, *,
     problem with the file itself: that becomes a FAIL outcome."""
     t0 = time.perf_counter()
     try:
-        doc = _existing_result(paths, stem, params)
+        doc = _existing_result(paths, stem, params, need_report=on_result is not None)
         reused = doc is not None
+        report_error = None
         if not reused:
             analysis = analyse(uri, params, run_id=paths.run_id,
                                trace_buckets=2000 if on_result else 0)
@@ -204,12 +209,18 @@ def process_file(stem: str, uri: str, paths: Paths, params: AnalysisParams, *,
             storage.write_bytes(paths.result(stem), _dump(doc))
             storage.write_bytes(paths.result(stem, latest=True), _dump(doc))
             if on_result:
-                on_result(stem, analysis)
+                # The result is written and valid; a page that fails to render is reported
+                # beside it, not turned into a failed analysis.
+                try:
+                    on_result(stem, analysis)
+                except Exception as exc:
+                    report_error = f"{type(exc).__name__}: {exc}"
         elif not storage.exists(paths.result(stem, latest=True)):
             storage.write_bytes(paths.result(stem, latest=True), _dump(doc))
         storage.delete(paths.error(stem))
         return FileOutcome(stem, uri, "OK", time.perf_counter() - t0, doc["rows"],
-                           len(doc["events"]), doc["report"]["equipment_health"], reused)
+                           len(doc["events"]), doc["report"]["equipment_health"], reused,
+                           report_error=report_error)
     except Exception as exc:  # one bad file must never stop the slice
         if isinstance(exc, TelemetryLabError):
             record = exc.with_file(uri).to_record()

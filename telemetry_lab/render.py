@@ -8,16 +8,20 @@ Output under a results root ``R`` (a folder or an ``s3://`` prefix)::
 
 Design
 ------
-* Site pages go through nbconvert (``HTMLExporter``, template ``reports/site_report``,
-  inputs excluded) from a notebook built in memory whose cells already carry their outputs
-  (``display_data`` with ``text/html``). No kernel is started: a kernel per file costs about
-  4 s on the 2-core machine, the target is at most 1 s per file for everything here.
+* Site pages go through nbconvert (``HTMLExporter``, template ``reports/site_report``, which
+  extends nbconvert's own ``lab``; inputs excluded) from a notebook built in memory whose
+  cells already carry their outputs (``display_data`` with ``text/html``). No kernel is
+  started: a kernel per file costs about 4 s on the 2-core machine, the target is at most
+  1 s per file for everything here. The exporter's final BeautifulSoup pass is skipped (see
+  ``_exporter``): it alone cost 1.2-1.5 s for a page with ~450 events.
 * Plots are inline SVG drawn here from numpy arrays rather than with matplotlib. Measured on
   the 2-core machine with matplotlib 3.11 (Agg, SVG or PNG): one Axes costs 40-60 ms to draw,
-  even reusing the figure, so the 15 flagged channels of a typical site plus 9 spectra took
-  1.2-1.8 s per file on their own. Hand-made SVG costs a few milliseconds per plot, is drawn at
-  the page's resolution (one column per pixel, so 2000 trace buckets become ~800 points) and
-  keeps class names that tests and readers can find (``band``, ``mean``, ``dominant``).
+  even reusing the figure, so a site with 15 flagged channels (the ``zscore`` detector flags
+  most slow channels) plus 9 spectra took 1.2-1.8 s per file for the plots alone. Hand-made
+  SVG costs a few milliseconds per plot, is drawn at the page's resolution (one column per
+  pixel: 2000 trace buckets become ~700 points), weighs 10-40 kB per plot, and keeps class
+  names and data ranges that tests and readers can find (``band``, ``mean``, ``dominant``,
+  ``data-y-range``).
 * Escaping: every fragment comes from Jinja macros (``reports/site_report/sections.html.j2``,
   ``reports/index/index.html.j2``) rendered with autoescape on, so site ids, regions, channel
   names, labels, units and findings are escaped wherever they appear. The SVG carries no
