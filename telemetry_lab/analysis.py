@@ -27,7 +27,8 @@ from .spectral import WelchAccumulator, dominant_frequency
 from .stats import RunningStats
 
 RESULT_KEYS = ("site_id", "region", "source", "run_id", "rows", "sample_rate_hz", "window",
-               "params", "sensor_stats", "events", "spectral", "faults", "report", "timings")
+               "params", "sensor_stats", "events", "spectral", "faults", "bearing", "report",
+               "timings")
 
 
 @dataclass
@@ -148,6 +149,8 @@ class Analysis:
     psd: dict[str, tuple[np.ndarray, np.ndarray]]
     traces: dict[str, ChannelTrace]
     layout: Layout
+    #: Envelope spectra for plots: channel -> BearingResult (spectrum and defect markers).
+    envelope: dict = field(default_factory=dict)
 
 
 def _set(obj, name, value):
@@ -162,6 +165,44 @@ def _select_channels(layout: Layout, params: AnalysisParams, uri: str) -> list[s
     if unknown:
         raise DataError(f"params name channels the file does not have: {unknown}", file=uri)
     return list(params.channels)
+
+
+def _machine_for(layout: Layout, channel: str) -> dict:
+    """Shaft speed and bearing of a channel: its group's entry in ``machine["groups"]``,
+    else the machine-wide values."""
+    machine = dict(layout.machine)
+    group = layout.channel(channel).group
+    per_group = (machine.get("groups") or {}).get(group) or {}
+    return {"shaft_hz": per_group.get("shaft_hz", machine.get("shaft_hz")),
+            "bearing": per_group.get("bearing", machine.get("bearing"))}
+
+
+def _bearing_accumulators(layout: Layout, names: list[str], fs: float, params: AnalysisParams,
+                          uri: str) -> tuple[dict, dict]:
+    """One accumulator per vibration channel, and why envelope analysis was skipped."""
+    from .bearing import BearingAccumulator, BearingSpec
+    from .errors import ParamsError
+
+    accs, skipped = {}, {}
+    for n in names:
+        if layout.channel(n).role != "vibration":
+            continue
+        m = _machine_for(layout, n)
+        spec = None
+        if m["bearing"] is not None:
+            try:
+                spec = BearingSpec.from_dict(m["bearing"])
+            except ParamsError as exc:
+                raise DataError(f"layout metadata names a bad bearing: {exc.message}",
+                                file=uri, channel=n) from None
+        try:
+            accs[n] = BearingAccumulator(fs, bearing=spec, shaft_hz=m["shaft_hz"],
+                                         settings=params.envelope_settings)
+        except ParamsError as exc:
+            # e.g. a 10-minute summary series: far too slow for envelope analysis.
+            accs[n] = BearingAccumulator(fs)
+            skipped[n] = exc.message
+    return accs, skipped
 
 
 def _infer_sample_rate(ts: np.ndarray, uri: str) -> float:
@@ -252,10 +293,15 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         def update_stats(chunk: Chunk, name: str) -> None:
             stats[name].update(chunk.columns[name])
 
+        def update_bearing(chunk: Chunk, name: str) -> None:
+            bearing_accs[name].update(chunk.columns[name])
+
         def update_welch(chunk: Chunk) -> None:
             welch.update(np.stack([chunk.columns[n] for n in spectral_names]))
 
         welch: WelchAccumulator | None = None
+        bearing_accs: dict = {}
+        bearing_skipped: dict = {}
         try:
             chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
             while True:
@@ -276,6 +322,9 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     first_ns = int(ts[0])
                     if fs is None:
                         fs = _infer_sample_rate(ts, uri)
+                    if params.bearing_diagnostics:
+                        bearing_accs, bearing_skipped = _bearing_accumulators(
+                            layout, names, fs, params, uri)
                     if spectral_names:
                         welch = WelchAccumulator(fs, nperseg=params.welch_nperseg,
                                                  overlap=params.welch_overlap,
@@ -290,6 +339,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 tasks = [(update_stats, chunk, n) for n in names]
                 if welch is not None:
                     tasks.append((update_welch, chunk))
+                tasks += [(update_bearing, chunk, n) for n in bearing_accs]
                 for frame in framer.feed(chunk):
                     tasks += [(detect_channel, frame, n) for n in names]
                 run_tasks(tasks)
@@ -330,6 +380,15 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     "segments": int(welch.segments[i]),
                     "skipped_segments": int(welch.skipped_segments[i]),
                 }
+        bearing_doc, envelope = None, {}
+        if bearing_accs:
+            from .bearing import bearing_verdict
+
+            results = {n: acc.result() for n, acc in bearing_accs.items()}
+            channels = {n: r.document for n, r in results.items()}
+            envelope = {n: r for n, r in results.items() if r.spectrum is not None}
+            bearing_doc = {"verdict": bearing_verdict(channels), "channels": channels,
+                           "skipped": bearing_skipped or None}
         timings["summary_s"] += time.perf_counter() - t
 
     doc = {
@@ -345,6 +404,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         "events": [e.to_dict() for e in events],
         "spectral": spectral,
         "faults": faults.to_dict() if faults is not None else {},
+        "bearing": bearing_doc,
         "report": None,
         "timings": timings,
     }
@@ -354,7 +414,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
     timings["total_s"] = time.perf_counter() - t0
     for k in timings:
         timings[k] = round(timings[k], 6)
-    return Analysis(doc, psd, traces, layout)
+    return Analysis(doc, psd, traces, layout, envelope)
 
 
 def analyse_file(uri: str, params: AnalysisParams | None = None, *, run_id: str | None = None) -> dict:

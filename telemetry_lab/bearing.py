@@ -52,9 +52,22 @@ enough and chunking does not matter:
    1-2 % below nominal), with each tooth compared to the median of the spectrum around it.
    Teeth that another defect also predicts (3 x BPFO and 2 x BPFI coincide on the CWRU
    bearing) or that sit on a shaft harmonic do not count for the defect.
+5. A defect is reported (:func:`verdict`) when its score reaches a threshold set from
+   Gaussian noise (see :class:`EnvelopeSettings`), and, for the defects that move through
+   the load zone (inner race: shaft speed; ball: cage speed), when their modulation
+   sidebands reach it too. Margins are reported against the runner-up and the threshold.
 
-This is O(N), bounded memory, and equal to one whole-array feed up to floating-point
-summation order (moments) or exactly (spectra, kurtogram).
+Alternatives considered: an IIR band-pass with carried state and an FIR Hilbert
+transformer per band would stream sample by sample, but cost a filter per band per sample
+and need a separate spectrum stage; the spectral kurtosis of a short-window STFT would
+need a second transform. Cutting the band out of the Welch segment's own FFT gives the
+envelope, its kurtosis and its spectrum for every candidate band from one FFT.
+
+The result equals one whole-array feed exactly for the spectra and the kurtogram, and up
+to floating-point summation order for the moments (Pebay's pairwise update). Known
+limits: at least one segment (about 1 s) is needed; the shortest records give few
+averages (3 segments for the 3 s MFPT records), so their floors are noisier; the
+kurtogram can be drawn to a band by a few large non-bearing impacts.
 
 Units: ``fs`` and frequencies in Hz, signals in the channel's unit (e.g. g), envelope
 amplitudes in unit**2 (squared envelope), scores in dB (20 log10 of an amplitude ratio).
@@ -515,8 +528,9 @@ class EnvelopeSpectrum:
         ``a cos(2 pi f t)`` of the squared envelope shows as ``a`` at ``f``.
     band : tuple of float
         Demodulation band (low_hz, high_hz).
-    band_kurtosis : float
-        Kurtosis of the band's complex envelope (0 for Gaussian noise).
+    band_kurtosis : float or None
+        Kurtosis of the band's complex envelope (0 for Gaussian noise); None for a band
+        without energy.
     selection : str
         ``"kurtogram"`` or ``"fixed"``.
     kurtogram : list of dict
@@ -632,10 +646,10 @@ class BearingAccumulator:
             freqs=np.arange(plan.nbins) * plan.df,
             amplitude=amp,
             band=(b.lo_hz, b.hi_hz),
-            band_kurtosis=float(kurt[j]),
+            band_kurtosis=_finite(kurt[j]),
             selection="fixed" if self.settings.band is not None else "kurtogram",
             kurtogram=[{"low_hz": plan.bands[i].lo_hz, "high_hz": plan.bands[i].hi_hz,
-                        "level": plan.bands[i].level, "kurtosis": float(kurt[i])} for i in order],
+                        "level": plan.bands[i].level, "kurtosis": _finite(kurt[i])} for i in order],
             segments=self.segments,
             skipped_segments=self.skipped_segments,
         )
@@ -676,6 +690,11 @@ class BearingAccumulator:
         doc["defects"] = scores
         doc["verdict"] = verdict(scores, threshold_db=self.settings.threshold_db)
         return BearingResult(doc, env, defect_markers(scores))
+
+
+def _finite(v: float) -> float | None:
+    # A band with no energy has no kurtosis; None keeps the document valid JSON.
+    return float(v) if np.isfinite(v) else None
 
 
 def _central_len(nfft: int) -> int:
@@ -1035,8 +1054,8 @@ def report_rule(channels: Mapping[str, Mapping], *, bearing_label: str | None = 
                             f"({d['score_db']:.1f} dB) without the sidebands of a {u.replace('_', ' ')} "
                             "defect; likely a machine line, not the bearing")
         if overall["score_db"] is None:
-            findings.append(f"Bearing {label}: no defect line could be scored (envelope spectrum "
-                            "too short or too coarse)")
+            findings.append(f"Bearing {label}: no defect line could be scored (flat or too short "
+                            "envelope spectrum)")
         else:
             threshold = any_doc["verdict"]["threshold_db"]
             findings.append(f"Bearing {label}: no bearing defect signature in the envelope "

@@ -75,6 +75,20 @@ class AnalysisParams:
         peak z); the full count is always reported.
     report_backend : {"rules", "bedrock"}
         Who writes the incident report.
+    bearing_diagnostics : bool
+        Condition indicators (RMS, peak, crest factor, kurtosis) of every vibration channel
+        and, where the file's layout names the bearing and shaft speed, envelope analysis
+        at the bearing defect frequencies (:mod:`telemetry_lab.bearing`).
+    envelope_band : tuple of float or None
+        Fixed demodulation band ``(low_hz, high_hz)``; ``None`` lets the kurtogram choose.
+    envelope_harmonics : int
+        Harmonics of each defect frequency scored.
+    envelope_tolerance : float
+        Relative search range around each nominal defect frequency.
+    envelope_threshold_db : float
+        Score (dB over the local floor) from which a defect is reported.
+    envelope_resolution_hz : float or None
+        Envelope-spectrum resolution, Hz (default: chosen from the defect frequencies).
     """
 
     preset_name: str = "default"
@@ -97,10 +111,16 @@ class AnalysisParams:
     chunk_rows: int = 131072
     max_events_per_channel: int = 1000
     report_backend: str = "rules"
+    bearing_diagnostics: bool = True
+    envelope_band: tuple[float, float] | None = None
+    envelope_harmonics: int = 3
+    envelope_tolerance: float = 0.02
+    envelope_threshold_db: float = 6.0
+    envelope_resolution_hz: float | None = None
 
     def __post_init__(self):
         # Lists from JSON become tuples so the object stays hashable and comparable.
-        for name in ("spectral_roles", "channels", "energy_roles"):
+        for name in ("spectral_roles", "channels", "energy_roles", "envelope_band"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -130,6 +150,9 @@ class AnalysisParams:
         if self.energy_roles != ():
             _check_names("energy_roles", self.energy_roles, allow_none=False)
         _check_names("channels", self.channels, allow_none=True)
+        if not isinstance(self.bearing_diagnostics, bool):
+            raise ParamsError(f"bearing_diagnostics={self.bearing_diagnostics!r} must be true or false")
+        self.envelope_settings  # validates the envelope fields
         if self.chunk_rows < 2 * self.window:
             raise ParamsError(f"chunk_rows={self.chunk_rows!r} must be at least twice "
                               f"window={self.window!r}")
@@ -185,6 +208,7 @@ class AnalysisParams:
         d = asdict(self)
         d["spectral_roles"] = list(self.spectral_roles)
         d["energy_roles"] = list(self.energy_roles)
+        d["envelope_band"] = None if self.envelope_band is None else list(self.envelope_band)
         d["channels"] = None if self.channels is None else list(self.channels)
         return d
 
@@ -199,6 +223,15 @@ class AnalysisParams:
     def digest(self) -> str:
         """Short stable hash of the settings, to tell two runs' params apart."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def envelope_settings(self):
+        """The envelope-analysis settings as :class:`telemetry_lab.bearing.EnvelopeSettings`."""
+        from .bearing import EnvelopeSettings
+
+        return EnvelopeSettings(harmonics=self.envelope_harmonics, tolerance=self.envelope_tolerance,
+                                threshold_db=self.envelope_threshold_db,
+                                resolution_hz=self.envelope_resolution_hz, band=self.envelope_band)
 
     @property
     def halo(self) -> tuple[int, int]:

@@ -166,11 +166,21 @@ def rules_report(doc: dict) -> dict:
         findings.append((RISKS.index(level) if risk else 1,
                          f"fault flag {fault} set for {_duration(info['samples'], fs)}"))
 
+    bearing_doc = doc.get("bearing")
+    bearing_level = "low"
+    if bearing_doc and bearing_doc.get("channels"):
+        from .bearing import report_rule
+
+        bearing_level, b_findings, b_actions = report_rule(bearing_doc["channels"])
+        raise_risk("bearing_wear_risk", bearing_level)
+        findings += [(RISKS.index(bearing_level), f) for f in b_findings]
+        actions += [(RISKS.index(bearing_level), a) for a in b_actions]
+
     vibration_events = [e for e in doc["events"]
                         if stats.get(e["channel"], {}).get("role") == "vibration"
                         and (e["peak_z"] >= 2 * threshold or e["samples"] >= min_sustained)]
-    vibration_anomaly = bool(vibration_events) or doc.get("faults", {}).get(
-        "vibration_high", {}).get("samples", 0) > 0
+    vibration_anomaly = (bool(vibration_events) or bearing_level != "low"
+                         or doc.get("faults", {}).get("vibration_high", {}).get("samples", 0) > 0)
 
     site = doc.get("site_id") or "the site"
     advice = {
