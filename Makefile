@@ -9,10 +9,13 @@ DEMO_ROWS ?= 500000
 
 .PHONY: help install demo test bench clean
 
+include mk/deploy.mk
+
 help:
 	@echo "make demo   - create .venv, install, generate $(DEMO_SITES) sites, run the local array job"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make deploy-help - AWS deployment targets (terraform/README.md)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +34,7 @@ demo: install
 	@echo "Site reports:     $(DEMO_DIR)/output/reports/latest/"
 	@echo "Index:            $(DEMO_DIR)/output/index.html"
 
-test: install
+test: install $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest
 
 bench: install

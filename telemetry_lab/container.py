@@ -55,7 +55,8 @@ def scratch_root() -> str:
         return tempfile.gettempdir()
     except FileNotFoundError:
         raise StorageError("no writable temporary directory: mount a tmpfs at /tmp or set "
-                           "TMPDIR to a writable folder", file=os.environ.get("TMPDIR", "/tmp"))
+                           "TMPDIR to a writable folder",
+                           file=os.environ.get("TMPDIR", "/tmp")) from None
 
 
 def prepare_environment(env: dict | None = None) -> dict[str, str]:

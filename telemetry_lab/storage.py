@@ -8,8 +8,10 @@ never part of it. Locally that is a temporary file renamed into place; on S3 a s
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import shutil
 import re
 import uuid
 from functools import lru_cache
@@ -275,7 +277,20 @@ def put_file(local_path: str, uri: str) -> None:
         if storage_is_local(uri):
             dest = resolve(uri)[1]
             os.makedirs(posixpath.dirname(dest), exist_ok=True)
-            os.replace(local_path, dest)
+            try:
+                os.replace(local_path, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise _wrap(exc, uri, "move") from None
+                # Scratch on another filesystem (a tmpfs): copy beside the destination
+                # first so that the final step is still an atomic rename.
+                tmp = local_temp_path(uri)
+                try:
+                    shutil.copyfile(local_path, tmp)
+                    os.replace(tmp, dest)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
             return
         fs, path = resolve(uri)
         try:
