@@ -161,11 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
+    from .evaluate import add_evaluate_parser
     from .importers import add_import_parser
     from .render import add_report_parser
 
     add_report_parser(sub)
     add_import_parser(sub)
+    add_evaluate_parser(sub)
     return p
 
 

@@ -202,6 +202,7 @@ class _Tally:
     true_events: int = 0
     false_events: int = 0
     delays: list[float] = field(default_factory=list)
+    chance: list[float | None] = field(default_factory=list)
 
     def row(self, *, with_precision: bool = True) -> dict:
         recall = _ratio(self.detected, self.truths)
@@ -212,8 +213,37 @@ class _Tally:
             out.update({"events": events, "true_events": self.true_events,
                         "false_events": self.false_events, "precision": precision,
                         "f1": _f1(precision, recall)})
+        out["chance_recall"] = (sum(self.chance) / len(self.chance)
+                                if self.chance and None not in self.chance else None)
         out.update(_delay_stats(self.delays))
         return out
+
+
+def _chance(false_events: int, file_s: float | None, truth: Mapping, tol_s: float) -> float | None:
+    """Probability that ``false_events`` placed at random over ``file_s`` seconds hit the
+    (widened) truth: ``1 - exp(-rate * width)``."""
+    if not file_s:
+        return None
+    width = (int(truth["end_ns"]) - int(truth["start_ns"])) / 1e9 + 2 * tol_s
+    return 1.0 - math.exp(-false_events / file_s * width)
+
+
+def _false_events_by_channel(events, m: Match, stats: Mapping) -> tuple[dict, dict]:
+    """False events per channel (unmatched kept events plus the events that truncation
+    dropped), and the number dropped per truncated channel."""
+    false: dict[str, int] = {}
+    for i in m.false_events:
+        false[events[i]["channel"]] = false.get(events[i]["channel"], 0) + 1
+    kept: dict[str, int] = {}
+    for e in events:
+        kept[e["channel"]] = kept.get(e["channel"], 0) + 1
+    dropped: dict[str, int] = {}
+    for ch, st in stats.items():
+        total = st.get("event_count") if isinstance(st, Mapping) else None
+        if total is not None and int(total) > kept.get(ch, 0):
+            dropped[ch] = int(total) - kept.get(ch, 0)
+            false[ch] = false.get(ch, 0) + dropped[ch]
+    return false, dropped
 
 
 def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
@@ -233,13 +263,17 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
     -------
     dict
         ``overall`` and ``kinds[kind]`` rows with ``truths, detected, recall, events,
-        true_events, false_events, precision, f1, delay_median_s, delay_p90_s``; each kind
-        whose amplitudes vary has ``amplitudes``, one row per bucket with ``truths,
-        detected, recall, recall_at_or_above`` and delays (false events have
-        no amplitude, so buckets have no precision); each kind on channels of several
-        roles (from ``sensor_stats[ch]["role"]``) has ``roles[role]`` with ``truths,
-        detected, recall``. ``clean`` counts the files whose truth
-        lists no anomaly and their false events, per file and per 500,000 rows.
+        true_events, false_events, precision, f1, chance_recall, delay_median_s,
+        delay_p90_s``. ``chance_recall`` is the recall that the same false events would
+        reach by landing inside a truth by accident, were they spread at random over their
+        channel and file (mean over truths of ``1 - exp(-rate * widened truth length)``);
+        recall near it means the detections are mostly luck. ``None`` when the sample
+        rate is unknown. Each kind whose amplitudes vary has ``amplitudes``, one row per
+        bucket with ``truths, detected, recall, recall_at_or_above, chance_recall`` and
+        delays (false events have no amplitude, so buckets have no precision); each kind
+        on channels of several roles (from ``sensor_stats[ch]["role"]``) has
+        ``roles[role]`` with ``truths, detected, recall``. ``clean`` counts the files
+        whose truth lists no anomaly and their false events, per file and per 500,000 rows.
         ``truncated`` says on how many channels dropped events were counted as false.
         ``overall.false_events`` includes every false event: those of clean files, those
         attributed to a kind, and those on channels of anomaly files whose truths are
@@ -248,7 +282,8 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
     """
     overall = _Tally()
     kinds: dict[str, _Tally] = {}
-    per_truth: list[tuple[str, float, bool, float | None, str | None]] = []  # kind, amp, det, delay, role
+    # kind, amplitude, detected, delay, role, chance of a random hit
+    per_truth: list[tuple[str, float, bool, float | None, str | None, float | None]] = []
     unattributed = 0
     clean = {"files": 0, "rows": 0, "false_events": 0}
     truncated_channels = truncated_files = dropped_total = files = 0
@@ -271,6 +306,12 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
         for t in anomalies:
             channel_kinds.setdefault(t["channel"], set()).add(t["kind"])
             kinds.setdefault(t["kind"], _Tally())
+        false_by_channel, dropped = _false_events_by_channel(events, m, stats)
+        truncated_channels += len(dropped)
+        truncated_files += bool(dropped)
+        dropped_total += sum(dropped.values())
+        fs = truth.get("sample_rate_hz") or result.get("sample_rate_hz")
+        file_s = rows / float(fs) if fs else None
         for j, t in enumerate(anomalies):
             k = kinds[t["kind"]]
             det = bool(m.truth_events[j])
@@ -281,28 +322,13 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
                 overall.detected += 1
                 k.delays.append(m.delays_s[j])
                 overall.delays.append(m.delays_s[j])
+            p = _chance(false_by_channel.get(t["channel"], 0), file_s, t, tolerance_s)
+            k.chance.append(p)
+            overall.chance.append(p)
             role = (stats.get(t["channel"]) or {}).get("role")
             per_truth.append((t["kind"], float(t.get("amplitude_sigma") or 0.0), det,
-                              m.delays_s[j], role))
-        # False events of a channel: unmatched kept events plus the events truncation dropped.
-        false_by_channel: dict[str, int] = {}
-        for i in m.false_events:
-            ch = events[i]["channel"]
-            false_by_channel[ch] = false_by_channel.get(ch, 0) + 1
-        kept: dict[str, int] = {}
-        for e in events:
-            kept[e["channel"]] = kept.get(e["channel"], 0) + 1
-        file_truncated = False
-        for ch, st in stats.items():
-            total = st.get("event_count") if isinstance(st, Mapping) else None
-            if total is not None and int(total) > kept.get(ch, 0):
-                dropped = int(total) - kept.get(ch, 0)
-                false_by_channel[ch] = false_by_channel.get(ch, 0) + dropped
-                truncated_channels += 1
-                dropped_total += dropped
-                file_truncated = True
-        truncated_files += file_truncated
-        for i, hit in enumerate(m.event_truths):
+                              m.delays_s[j], role, p))
+        for hit in m.event_truths:
             if not hit:
                 continue
             overall.true_events += 1
@@ -330,13 +356,14 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
             for b in buckets:
                 tally = _Tally()
                 above = _Tally()
-                for _, amp, det, delay, _ in mine:
+                for _, amp, det, delay, _, chance in mine:
                     if amp >= b[0]:
                         above.truths += 1
                         above.detected += det
                     if _in_bucket(amp, b):
                         tally.truths += 1
                         tally.detected += det
+                        tally.chance.append(chance)
                         if det:
                             tally.delays.append(delay)
                 brow = {"amplitude_sigma": b[0]}
@@ -377,14 +404,18 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
 
 
 def amplitude_floor(table: Mapping, kind: str, *, target: float = 0.95) -> float | None:
-    """Smallest amplitude bucket of ``kind`` whose ``recall_at_or_above`` reaches ``target``.
+    """Smallest amplitude of ``kind`` from which on the recall over all truths at or
+    above it (``recall_at_or_above``) reaches ``target``, at that amplitude and at every
+    larger one.
 
-    Returns None when no bucket does (or the kind has a single amplitude).
+    Returns None when even the largest bucket misses (or the kind has one amplitude).
     """
-    for b in table["kinds"].get(kind, {}).get("amplitudes", []):
-        if b["recall_at_or_above"] is not None and b["recall_at_or_above"] >= target:
-            return b["amplitude_sigma"]
-    return None
+    floor = None
+    for b in reversed(table["kinds"].get(kind, {}).get("amplitudes", [])):
+        if b["recall_at_or_above"] is None or b["recall_at_or_above"] < target:
+            break
+        floor = b["amplitude_sigma"]
+    return floor
 
 
 # -- reading a run --------------------------------------------------------------------------
@@ -470,14 +501,16 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 def format_table(table: Mapping) -> str:
     """The score table as fixed-width text, one row per kind, amplitude bucket and overall."""
-    head = (f"{'kind':<17}{'amp σ':>7}{'truths':>8}{'det':>6}{'recall':>8}{'≥amp':>7}"
-            f"{'events':>8}{'true':>7}{'false':>7}{'prec':>7}{'F1':>7}{'delay s':>9}{'p90 s':>8}")
+    head = (f"{'kind':<17}{'amp':>7}{'truths':>8}{'det':>6}{'recall':>8}{'>=amp':>7}"
+            f"{'chance':>7}{'events':>8}{'true':>7}{'false':>7}{'prec':>7}{'F1':>7}"
+            f"{'delay s':>9}{'p90 s':>8}")
     lines = [head, "-" * len(head)]
 
     def line(name, amp, r, above=None):
         lines.append(
             f"{name:<17}{amp:>7}{r['truths']:>8}{r['detected']:>6}{_fmt(r['recall']):>8}"
-            f"{_fmt(above):>7}{_fmt(r.get('events')):>8}{_fmt(r.get('true_events')):>7}"
+            f"{_fmt(above):>7}{_fmt(r.get('chance_recall')):>7}"
+            f"{_fmt(r.get('events')):>8}{_fmt(r.get('true_events')):>7}"
             f"{_fmt(r.get('false_events')):>7}{_fmt(r.get('precision')):>7}{_fmt(r.get('f1')):>7}"
             f"{_fmt(r['delay_median_s'], '.3f'):>9}{_fmt(r['delay_p90_s'], '.3f'):>8}")
 
@@ -513,7 +546,8 @@ def format_table(table: Mapping) -> str:
                      f"{', '.join(skipped['no_result'][:5])}"
                      f"{' ...' if len(skipped['no_result']) > 5 else ''}")
     lines.append(f"{table['files']} files scored; truth widened by {table['tolerance_s']:g} s "
-                 f"each side; ≥amp = recall over truths at or above the amplitude")
+                 f"each side; amp = amplitude in noise sigmas; >=amp = recall over truths at or "
+                 f"above it; chance = recall the false events would reach at random")
     return "\n".join(lines)
 
 

@@ -108,6 +108,10 @@ def _duration(samples: int, fs: float | None) -> str:
     if not fs:
         return f"{samples} samples"
     s = samples / fs
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:.1f} h"
     return f"{s:.1f} s" if s >= 1 else f"{s * 1000:.0f} ms"
 
 
