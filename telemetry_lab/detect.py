@@ -267,26 +267,31 @@ def _csum(v: np.ndarray) -> np.ndarray:
     return c
 
 
-def _shifted(c: np.ndarray, n: int, k: int) -> np.ndarray:
-    """``a[i] = c[clip(i + k, 0, n)]`` for ``i`` in ``[0, n)``, with slices, not fancy indexing."""
-    a = np.empty(n)
-    lo = min(max(-k, 0), n)  # i below this clip to c[0]
-    hi = min(max(n - k, 0), n)  # i from this clip to c[n]
-    a[:lo] = c[0]
-    if hi > lo:
-        a[lo:hi] = c[lo + k:hi + k]
-    a[max(hi, lo):] = c[n]
-    return a
+def _window_diff(c: np.ndarray, n: int, k_hi: int, k_lo: int) -> np.ndarray:
+    """``out[i] = c[clip(i + k_hi, 0, n)] - c[clip(i + k_lo, 0, n)]`` for ``i`` in ``[0, n)``.
+
+    With ``c`` a running sum (:func:`_csum`) this is the sum over ``[i + k_lo, i + k_hi)``
+    clipped to the signal. The interior is one slice subtraction; only the clipped edges
+    need index arrays.
+    """
+    out = np.empty(n)
+    a = min(max(0, -k_hi, -k_lo), n)
+    b = max(min(n, n - k_hi, n - k_lo), a)
+    np.subtract(c[a + k_hi:b + k_hi], c[a + k_lo:b + k_lo], out=out[a:b])
+    for edge in (np.arange(0, a), np.arange(b, n)):
+        if len(edge):
+            out[edge] = c[np.clip(edge + k_hi, 0, n)] - c[np.clip(edge + k_lo, 0, n)]
+    return out
 
 
 def _trailing(c: np.ndarray, n: int, lo_off: int, hi_off: int) -> np.ndarray:
     """Sum over ``[i - lo_off, i - hi_off)`` clipped to ``[0, n)``, for every ``i`` in ``[0, n)``."""
-    return _shifted(c, n, -hi_off) - _shifted(c, n, -lo_off)
+    return _window_diff(c, n, -hi_off, -lo_off)
 
 
 def _centred(c: np.ndarray, n: int, width: int) -> np.ndarray:
     """Sum over the centred window of ``width`` samples, clipped to ``[0, n)``."""
-    return _shifted(c, n, (width - 1) // 2 + 1) - _shifted(c, n, -(width // 2))
+    return _window_diff(c, n, (width - 1) // 2 + 1, -(width // 2))
 
 
 def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy: bool,
@@ -309,6 +314,8 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
     ``energy=True`` (vibration): a periodic signal is not noise, so the per-sample scale is
     the reference standard deviation, and the short statistic is the variance over the
     short window (vibration energy) against its own reference mean and standard deviation.
+    A third statistic finds spikes on top of the vibration: the residual of predicting each
+    sample from its neighbours, ``x[i] - (x[i-1] + x[i+1]) / 2``, against its reference RMS.
 
     Missing samples (NaN) are left out of every sum and get a score of 0. Samples with
     fewer than ``min_reference`` valid reference samples (the start of a file) score 0.
@@ -388,6 +395,16 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
         var_e = _trailing(c_e2, n, lo, hi) / safe_n - ref_e ** 2
         np.maximum(var_e, variance_floor, out=var_e)
         z_short = np.abs(e_short - ref_e) / np.sqrt(var_e)
+        # Spikes ride on the spindle signal, which a per-sample z against the reference
+        # spread cannot see past. The residual of predicting each sample from its two
+        # neighbours removes the (smooth, periodic) signal and leaves noise and spikes.
+        r = np.zeros(n)
+        r[1:-1] = xv[1:-1] - 0.5 * (xv[:-2] + xv[2:])
+        if not complete:
+            r[1:-1][~(valid[1:-1] & valid[:-2] & valid[2:])] = 0.0
+        var_r = _trailing(_csum(r * r), n, lo, hi) / safe_n
+        np.maximum(var_r, variance_floor, out=var_r)
+        z_sample = np.maximum(z_sample, np.abs(r) / np.sqrt(var_r))
     # A short window cut by the signal's ends is a noisier statistic: not scored.
     z_short[n_short < short] = 0.0
     z = np.maximum(z_sample, z_short)
