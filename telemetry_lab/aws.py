@@ -34,7 +34,10 @@ from .errors import EXIT_OK, EXIT_UNEXPECTED, ParamsError, TelemetryLabError
 MAX_ARRAY_SIZE = 10_000
 DONE = ("SUCCEEDED", "FAILED")
 CHILD_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
-RUN_ID_TAG = "telemetry-lab:run-id"
+#: Options of ``submit --backend batch`` that default to the stack's environment.
+STACK_OPTIONS = (("--job-queue", "job_queue", "TELEMETRY_LAB_JOB_QUEUE"),
+                 ("--job-definition", "job_definition", "TELEMETRY_LAB_JOB_DEFINITION"),
+                 ("--results", "results", "TELEMETRY_LAB_RESULTS"))
 
 
 class BatchError(TelemetryLabError):
@@ -70,12 +73,18 @@ def _call(what: str, fn: Callable, **kwargs):
 # -- submit -------------------------------------------------------------------------------
 
 def array_size(total_files: int, files_per_job: int) -> int:
-    """Children needed for ``total_files`` at ``files_per_job`` each: ``ceil(files / K)``."""
+    """Children needed for ``total_files`` at ``files_per_job`` each: ``ceil(files / K)``,
+    within the AWS Batch limit."""
     if isinstance(files_per_job, bool) or not isinstance(files_per_job, int) or files_per_job < 1:
         raise ParamsError(f"files per job must be a positive integer, got {files_per_job!r}")
     if total_files < 1:
         raise ParamsError("the manifest lists no files; nothing to submit")
-    return math.ceil(total_files / files_per_job)
+    size = math.ceil(total_files / files_per_job)
+    if size > MAX_ARRAY_SIZE:
+        raise ParamsError(f"{total_files} files at {files_per_job} per job need {size} children; "
+                          f"AWS Batch allows {MAX_ARRAY_SIZE}: use --files-per-job "
+                          f"{math.ceil(total_files / MAX_ARRAY_SIZE)} or more")
+    return size
 
 
 def job_request(*, manifest: str, results: str, size: int, run_id: str, job_queue: str,
@@ -96,7 +105,8 @@ def job_request(*, manifest: str, results: str, size: int, run_id: str, job_queu
         "jobQueue": job_queue,
         "jobDefinition": job_definition,
         "containerOverrides": {"command": command, "environment": environment},
-        "tags": {RUN_ID_TAG: run_id},
+        # The job definition's Ref::manifest / Ref::results, so a describe shows the run's.
+        "parameters": {"manifest": manifest, "results": results},
     }
     if size > 1:
         request["arrayProperties"] = {"size": size}
@@ -123,10 +133,6 @@ def submit_batch(*, manifest: str, results: str, files_per_job: int, job_queue: 
         AnalysisParams.load(params)
     total = manifest_mod.load(manifest)["total_files"]
     size = array_size(total, files_per_job)
-    if size > MAX_ARRAY_SIZE:
-        raise ParamsError(f"{total} files at {files_per_job} per job need {size} children; AWS "
-                          f"Batch allows {MAX_ARRAY_SIZE}: use --files-per-job "
-                          f"{math.ceil(total / MAX_ARRAY_SIZE)} or more")
     request = job_request(manifest=manifest, results=results, size=size, run_id=run_id,
                           job_queue=job_queue, job_definition=job_definition, params=params,
                           engine=engine, job_name=job_name)
@@ -150,13 +156,14 @@ def cmd_submit(a) -> int:
         print(f"run {run_id}: run summary {jobs.Paths(cfg.results, run_id).run_summary}",
               file=sys.stderr)
         return code
-    missing = [flag for flag, value in (("--job-queue", a.job_queue),
-                                        ("--job-definition", a.job_definition),
-                                        ("--results", a.results)) if not value]
+    # Unset options come from the environment `make env` exports (terraform outputs).
+    given = {flag: getattr(a, dest) or os.environ.get(env) for flag, dest, env in STACK_OPTIONS}
+    missing = [f"{flag} (or ${env})" for flag, _, env in STACK_OPTIONS if not given[flag]]
     if missing:
         raise ParamsError(f"--backend batch needs {', '.join(missing)}")
-    job = submit_batch(manifest=a.manifest, results=a.results, files_per_job=a.files_per_job,
-                       job_queue=a.job_queue, job_definition=a.job_definition, params=a.params,
+    job = submit_batch(manifest=a.manifest, results=given["--results"],
+                       files_per_job=a.files_per_job, job_queue=given["--job-queue"],
+                       job_definition=given["--job-definition"], params=a.params,
                        run_id=a.run_id, engine=a.engine, job_name=a.job_name, region=a.region)
     kind = f"array job of {job['size']} children" if job["size"] > 1 else "job (one child)"
     print(f"submitted {kind} {job['jobName']} for run {job['runId']}", file=sys.stderr)
@@ -200,7 +207,16 @@ def failed_children(client, job: dict) -> list[dict]:
     out = []
     for i in range(0, len(ids), 100):  # describe_jobs takes at most 100 ids
         out += _call("describe_jobs", client.describe_jobs, jobs=ids[i:i + 100])["jobs"]
-    return sorted(out, key=lambda j: (j.get("arrayProperties") or {}).get("index", 0))
+    return sorted(out, key=lambda j: _child_index(j) or 0)
+
+
+def _child_index(job: dict) -> int | None:
+    index = (job.get("arrayProperties") or {}).get("index")
+    if index is None and ":" in job.get("jobId", ""):
+        # Batch names array children "<parent job id>:<index>".
+        tail = job["jobId"].rsplit(":", 1)[1]
+        index = int(tail) if tail.isdigit() else None
+    return index
 
 
 def _log_stream(job: dict) -> str | None:
@@ -218,7 +234,7 @@ def _exit_code(job: dict) -> int | None:
 
 
 def failure_line(job: dict) -> str:
-    index = (job.get("arrayProperties") or {}).get("index")
+    index = _child_index(job)
     where = f"child {index}" if index is not None else "job"
     code = _exit_code(job)
     reason = job.get("statusReason") or "no status reason given"
@@ -227,44 +243,114 @@ def failure_line(job: dict) -> str:
             f"log stream {_log_stream(job) or '(none)'}")
 
 
-def watch(job_id: str, *, client=None, interval: float = 15.0, progress: bool = True,
-          log: Callable[[str], None] = print, region: str | None = None) -> int:
-    """Follow a job until every child is done; print the failed children.
+def is_done(job: dict) -> bool:
+    """Whether a job and all its children have finished."""
+    size, counts = child_counts(job)
+    done = counts["SUCCEEDED"] + counts["FAILED"]
+    # A parent cancelled before its children existed never counts them all done.
+    active = sum(counts[s] for s in CHILD_STATES if s not in DONE)
+    return job.get("status") in DONE and (done >= size or not active)
 
-    Returns 0 when every child succeeded, else the exit code of the first failed child
+
+def outcome(client, job: dict) -> tuple[int, list[str]]:
+    """Exit code and report lines of a finished job: a totals line, then one line per
+    failed child.
+
+    The code is 0 when every child succeeded, else the exit code of the first failed child
     (1 when Batch reports none, for example a container that never started).
     """
+    size, counts = child_counts(job)
+    failed = failed_children(client, job) if counts["FAILED"] else []
+    lines = [f"job {job.get('jobName', '')} {job['jobId']}: {job['status']}: "
+             f"{counts['SUCCEEDED']} succeeded, {counts['FAILED']} failed of {size}"]
+    lines += [failure_line(child) for child in failed]
+    if not counts["FAILED"] and job["status"] == "SUCCEEDED":
+        return EXIT_OK, lines
+    codes = [c for c in map(_exit_code, failed) if c]
+    return (codes[0] if codes else EXIT_UNEXPECTED), lines
+
+
+def watch(job_id: str, *, client=None, interval: float = 15.0, progress: bool = True,
+          log: Callable[[str], None] = print, region: str | None = None) -> int:
+    """Follow a job until every child is done, with a progress bar of the children
+    succeeded / failed / running; then print the failed children. Returns the exit code
+    of :func:`outcome`."""
     from tqdm import tqdm
 
     client = client or batch_client(region)
     job = describe(client, job_id)
-    size, counts = child_counts(job)
-    bar = tqdm(total=size, desc=f"{job.get('jobName', job_id)}", unit="child",
+    bar = tqdm(total=child_counts(job)[0], desc=f"{job.get('jobName', job_id)}", unit="child",
                disable=not progress, file=sys.stderr)
     try:
         while True:
-            size, counts = child_counts(job)
-            done = counts["SUCCEEDED"] + counts["FAILED"]
-            bar.update(done - bar.n)
+            _, counts = child_counts(job)
+            bar.update(counts["SUCCEEDED"] + counts["FAILED"] - bar.n)
             bar.set_postfix(succeeded=counts["SUCCEEDED"], failed=counts["FAILED"],
                             running=counts["RUNNING"] + counts["STARTING"], refresh=True)
-            # A parent cancelled before its children existed never counts them all done.
-            active = sum(counts[s] for s in CHILD_STATES if s not in DONE)
-            if job.get("status") in DONE and (done >= size or not active):
+            if is_done(job):
                 break
             time.sleep(interval)
             job = describe(client, job_id)
     finally:
         bar.close()
-    failed = failed_children(client, job) if counts["FAILED"] else []
-    log(f"job {job.get('jobName', '')} {job_id}: {job['status']}: {counts['SUCCEEDED']} "
-        f"succeeded, {counts['FAILED']} failed of {size}")
-    for child in failed:
-        log(failure_line(child))
-    if not counts["FAILED"] and job["status"] == "SUCCEEDED":
-        return EXIT_OK
-    codes = [c for c in map(_exit_code, failed) if c]
-    return codes[0] if codes else EXIT_UNEXPECTED
+    code, lines = outcome(client, job)
+    for line in lines:
+        log(line)
+    return code
+
+
+class BatchSubmission:
+    """A run on AWS Batch with the interface of the notebook's submit panel backends
+    (``poll()``, ``wait()``, ``output()``; see :data:`telemetry_lab.ui.BACKENDS`).
+
+    Parameters
+    ----------
+    cfg : jobs.LocalRun
+        Manifest, results root, run id, files per job and params of the run (``workers``
+        and ``engine`` do not apply: Batch runs the children, with the image's engine).
+    job_queue, job_definition : str, optional
+        Default: ``$TELEMETRY_LAB_JOB_QUEUE`` / ``$TELEMETRY_LAB_JOB_DEFINITION``.
+    client : botocore client, optional
+        A Batch client; default :func:`batch_client`.
+    """
+
+    def __init__(self, cfg: jobs.LocalRun, *, job_queue: str | None = None,
+                 job_definition: str | None = None, region: str | None = None, client=None):
+        job_queue = job_queue or os.environ.get("TELEMETRY_LAB_JOB_QUEUE")
+        job_definition = job_definition or os.environ.get("TELEMETRY_LAB_JOB_DEFINITION")
+        if not (job_queue and job_definition):
+            raise ParamsError("the batch backend needs a job queue and a job definition: set "
+                              "TELEMETRY_LAB_JOB_QUEUE and TELEMETRY_LAB_JOB_DEFINITION "
+                              "(`eval $(make env)`)")
+        self.client = client or batch_client(region)
+        self.job = submit_batch(manifest=cfg.manifest, results=cfg.results,
+                                files_per_job=cfg.files_per_job, job_queue=job_queue,
+                                job_definition=job_definition, params=cfg.params_uri,
+                                run_id=cfg.run_id, client=self.client)
+        self._lines = [f"submitted {self.job['jobName']} {self.job['jobId']} "
+                       f"({self.job['size']} children)"]
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once every child is done, else None."""
+        if self._code is None:
+            job = describe(self.client, self.job["jobId"])
+            if is_done(job):
+                self._code, lines = outcome(self.client, job)
+                self._lines += lines
+        return self._code
+
+    def wait(self, timeout: float | None = None, *, interval: float = 15.0) -> int:
+        """Poll every ``interval`` s until done; raise TimeoutError after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job['jobId']} still running after {timeout} s")
+            time.sleep(interval)
+        return self._code
+
+    def output(self) -> str:
+        return "\n".join(self._lines)
 
 
 def cmd_watch(a) -> int:
@@ -280,10 +366,12 @@ def add_aws_parsers(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--manifest", required=True, help="manifest (s3:// for batch)")
     s.add_argument("--files-per-job", type=int, required=True,
                    help="files per child; the array has ceil(files / K) children")
-    s.add_argument("--results", help="results root (s3:// prefix; batch: required, local: "
-                                     "default ./output)")
-    s.add_argument("--job-queue", help="Batch job queue name or ARN (batch)")
-    s.add_argument("--job-definition", help="Batch job definition name[:revision] or ARN (batch)")
+    s.add_argument("--results", help="results root (batch: an s3:// prefix, default "
+                                     "$TELEMETRY_LAB_RESULTS; local: default ./output)")
+    s.add_argument("--job-queue", help="Batch job queue name or ARN (default "
+                                       "$TELEMETRY_LAB_JOB_QUEUE)")
+    s.add_argument("--job-definition", help="Batch job definition name[:revision] or ARN "
+                                            "(default $TELEMETRY_LAB_JOB_DEFINITION)")
     s.add_argument("--params", help="params file the children load (s3:// for batch)")
     s.add_argument("--run-id", help="default: a new timestamped id")
     s.add_argument("--job-name", help="default: telemetry-lab-<run id>")

@@ -154,7 +154,7 @@ def make_client(config: BedrockConfig):
         raise ReportError("the bedrock report backend needs boto3: "
                           "pip install 'telemetry-lab[aws]'") from None
     return boto3.client("bedrock-runtime", region_name=config.region, config=Config(
-        retries={"mode": "adaptive", "max_attempts": config.max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": config.max_attempts},
         read_timeout=config.read_timeout, connect_timeout=10,
         max_pool_connections=max(10, config.concurrency), user_agent_extra="telemetry-lab"))
 
@@ -361,7 +361,8 @@ class BedrockReporter:
                 try:
                     report_mod.validate_report(answer)
                 except ReportError as exc:
-                    problem = ("schema", f"schema violation: {exc.message}")
+                    # Clipped: the validator quotes the offending value, which can be long.
+                    problem = ("schema", f"schema violation: {exc.message[:300]}")
             if problem is None:
                 usage = response.get("usage", {})
                 return {**answer, "generated_by": {
@@ -461,7 +462,8 @@ def _client_error_reason(exc, config: BedrockConfig) -> tuple[str, str]:
         return code, (f"throttled after {config.max_attempts} attempts with botocore adaptive "
                       f"retries ({detail})")
     if code in ("ResourceNotFoundException", "ValidationException"):
-        return code, f"request rejected for model {config.model_id} in {config.region or 'the default region'} ({detail})"
+        region = config.region or "the default region"
+        return code, f"request rejected for model {config.model_id} in {region} ({detail})"
     return code, detail
 
 

@@ -65,7 +65,7 @@ def cmd_slice(a) -> int:
     index, size = jobs.array_position(a.array_index, a.array_size)
     run_id = jobs.check_run_id(a.run_id or os.environ.get(jobs.RUN_ID_ENV)
                                or _batch_parent_id() or jobs.new_run_id())
-    params, _ = _params(a.params)
+    params, params_uri = _params(a.params)
     stop = jobs.StopFlag()
     stop.install()
     entries = jobs.slice_entries(a.manifest, index, size)
@@ -73,7 +73,7 @@ def cmd_slice(a) -> int:
     if a.engine == "papermill":
         from .notebook import run_slice_papermill
 
-        summary = run_slice_papermill(a.manifest, paths, a.params, index=index, size=size,
+        summary = run_slice_papermill(a.manifest, paths, params_uri, index=index, size=size,
                                       should_stop=stop)
     else:
         from .render import site_report_hook
@@ -165,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .importers import add_import_parser
     from .render import add_report_parser
 
+    from .aws import add_aws_parsers
+
     add_report_parser(sub)
     add_import_parser(sub)
     add_evaluate_parser(sub)
+    add_aws_parsers(sub)
     return p
 
 

@@ -6,6 +6,15 @@ noise on every channel, and, in about one file in ten, anomaly events (spikes, l
 shifts, vibration bursts, overheating ramps) with the matching fault flags. Each file gets
 a ground-truth sidecar ``<stem>.truth.json`` listing what was injected.
 
+Every spindle carries a catalogue bearing (:data:`FLEET_BEARING`), and each file's layout
+metadata names it and the spindle's shaft speed (``machine["groups"]["spindle_N"]``), so
+the analysis runs its bearing diagnostics on generated files as on imported recordings.
+A ``bearing_defect`` anomaly adds the vibration of a local defect of that bearing (impacts
+at the defect frequency ringing a housing resonance, :func:`~telemetry_lab.bearing.
+bearing_defect_signal`); it needs a sample rate of at least ``KIND_MODEL["bearing_defect"]
+["min_fs"]`` (use :data:`BEARING_FS`), and it is judged by the bearing verdict, not by
+events.
+
 Signals are produced chunk by chunk, so a 3.6-million-row site needs little memory.
 """
 
@@ -15,7 +24,7 @@ import json
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +32,32 @@ import pyarrow.parquet as pq
 
 from . import manifest as manifest_mod
 from . import storage
+from .bearing import bearing_defect_signal, defect_impacts, lookup_bearing
+from .errors import ParamsError
 from .layout import LAYOUT_METADATA_KEY, Layout, default_layout
 
+#: Kinds judged by the detector's events (a truth is found by an overlapping event).
 ANOMALY_KINDS = ("spike", "level_shift", "vibration_burst", "overheat_ramp")
+#: Kinds judged by the bearing diagnosis (the channel's envelope verdict), not by events.
+BEARING_KINDS = ("bearing_defect",)
+#: Every kind an :class:`Anomaly` may have.
+KINDS = ANOMALY_KINDS + BEARING_KINDS
+#: Local bearing defects the generator can inject (a cage fault is not a spall that
+#: strikes, so it is left out).
+BEARING_DEFECTS = ("outer_race", "inner_race", "ball")
+#: The bearing fitted to every generated spindle (the CWRU drive-end bearing, so that
+#: synthetic and real recordings share defect frequencies).
+FLEET_BEARING = "SKF 6205-2RS JEM"
+#: Range of the spindle speeds drawn per site, Hz.
+SPINDLE_HZ = (18.0, 55.0)
+#: Range of the housing resonance drawn per spindle, Hz, that a defect's impacts ring:
+#: a few kHz, like the ~3 kHz band where the CWRU drive-end records ring.
+RESONANCE_HZ = (2500.0, 4500.0)
+#: A resonance must lie below this fraction of the sample rate: its ringing band (about
+#: +-10 % wide at the default damping of 0.05) then stays below fs/2.
+_RESONANCE_MAX_FS = 0.45
+#: Sample rate to generate sites with bearing defects at, Hz (the CWRU records' rate).
+BEARING_FS = 12000.0
 REGIONS = ("eu-west", "eu-north", "us-east", "us-west", "ap-south", "sa-east")
 DEFAULT_START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 _CHUNK = 1 << 16  # rows generated at a time; fixed so that output does not depend on it
@@ -52,7 +84,11 @@ FAULT_FOR = {
 }
 
 #: Roles each kind is injected on by the random fleet generator, and its amplitude range
-#: (in noise standard deviations) and duration range (seconds).
+#: (in noise standard deviations) and duration range (seconds). ``bearing_defect``: the
+#: peak of one impact's ringing, in noise standard deviations of the vibration channel;
+#: its duration is None, meaning the whole file (a spall does not come and go), and it
+#: is only drawn for sites sampled at ``min_fs`` or faster: the resonance must lie below
+#: the Nyquist frequency with room for its ringing band.
 KIND_MODEL = {
     "spike": {"roles": tuple(ROLE_MODEL), "amplitude": (12, 40), "duration": (0.001, 0.004)},
     "level_shift": {"roles": ("oil_pressure", "coolant_flow", "motor_current"),
@@ -60,6 +96,8 @@ KIND_MODEL = {
     "vibration_burst": {"roles": ("vibration",), "amplitude": (4, 10), "duration": (1, 6)},
     "overheat_ramp": {"roles": ("bearing_temperature",), "amplitude": (200, 420),
                       "duration": (30, 120)},
+    "bearing_defect": {"roles": ("vibration",), "amplitude": (3, 8), "duration": None,
+                       "min_fs": RESONANCE_HZ[1] / _RESONANCE_MAX_FS, "defects": BEARING_DEFECTS},
 }
 
 
@@ -68,8 +106,10 @@ class Anomaly:
     """One injected anomaly.
 
     ``amplitude`` is in standard deviations of the channel's noise: the spike height, the
-    shift size, the burst's extra noise or the ramp's final rise. Level shifts go down on
-    pressure and flow (a leak, a blockage) and up elsewhere.
+    shift size, the burst's extra noise, the ramp's final rise or the peak of one bearing
+    defect impact. Level shifts go down on pressure and flow (a leak, a blockage) and up
+    elsewhere. ``defect`` (``outer_race``, ``inner_race`` or ``ball``) is required for a
+    ``bearing_defect`` on a vibration channel and not allowed for other kinds.
     """
 
     kind: str
@@ -77,12 +117,18 @@ class Anomaly:
     start_s: float
     duration_s: float
     amplitude: float
+    defect: str | None = None
 
     def __post_init__(self):
-        if self.kind not in ANOMALY_KINDS:
-            raise ValueError(f"unknown anomaly kind {self.kind!r}; choose from {ANOMALY_KINDS}")
+        if self.kind not in KINDS:
+            raise ParamsError(f"unknown anomaly kind {self.kind!r}; choose from {KINDS}")
         if self.duration_s <= 0 or self.amplitude <= 0 or self.start_s < 0:
-            raise ValueError(f"anomaly needs start_s >= 0, duration_s > 0, amplitude > 0: {self!r}")
+            raise ParamsError(f"anomaly needs start_s >= 0, duration_s > 0, amplitude > 0: {self!r}")
+        if self.kind in BEARING_KINDS and self.defect not in BEARING_DEFECTS:
+            raise ParamsError(f"a {self.kind} on {self.channel} needs defect in {BEARING_DEFECTS}, "
+                              f"got {self.defect!r}")
+        if self.kind not in BEARING_KINDS and self.defect is not None:
+            raise ParamsError(f"defect={self.defect!r} is only for {BEARING_KINDS}, not {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +155,7 @@ class _SiteModel:
     """Random per-site parameters, drawn once from the site's generator."""
 
     spindle_hz: list[float]
+    resonance_hz: list[float]  # per spindle, rung by bearing-defect impacts
     harmonics: np.ndarray  # (9, 3) amplitudes, mm/s
     phases: np.ndarray  # (9, 3)
     drift_periods: np.ndarray  # (24, 2) seconds
@@ -119,11 +166,13 @@ class _SiteModel:
 
 def _model(spec: SiteSpec, layout: Layout) -> _SiteModel:
     rng = np.random.default_rng([spec.seed, spec.index])
-    spindle_hz = list(rng.uniform(18.0, 55.0, size=3))
+    spindle_hz = list(rng.uniform(*SPINDLE_HZ, size=3))
     base = rng.uniform(0.8, 1.4, size=(9, 1))
     harmonics = base * np.array([1.0, 0.35, 0.15]) * rng.uniform(0.8, 1.2, size=(9, 3))
     phases = rng.uniform(0, 2 * np.pi, size=(9, 3))
     n = len(layout.channels)
+    # Keyword arguments are evaluated in order: new draws go last, so that the earlier
+    # ones (and every file generated before they existed) stay the same.
     return _SiteModel(
         spindle_hz=spindle_hz,
         harmonics=harmonics,
@@ -131,8 +180,27 @@ def _model(spec: SiteSpec, layout: Layout) -> _SiteModel:
         drift_periods=rng.uniform(900.0, 7200.0, size=(n, 2)),
         drift_phases=rng.uniform(0, 2 * np.pi, size=(n, 2)),
         offsets=rng.normal(0.0, 0.5, size=n),
+        resonance_hz=list(rng.uniform(*RESONANCE_HZ, size=3)),
         noise=np.random.default_rng([spec.seed, spec.index, 1]),
     )
+
+
+def _spindle_of(layout: Layout) -> dict[str, int]:
+    """Vibration channel name -> spindle number (0..2): three axes per spindle, in order."""
+    return {c.name: min(k // 3, 2) for k, c in enumerate(layout.by_role("vibration"))}
+
+
+def _with_machine(layout: Layout, model: _SiteModel) -> Layout:
+    """The layout with the site's machine facts: shaft speed and bearing of each spindle
+    group, as the analysis looks them up. They replace any the layout carried, since the
+    signals are made from the model."""
+    bearing = lookup_bearing(FLEET_BEARING).to_dict()
+    groups = {}
+    for name, k in _spindle_of(layout).items():
+        group = layout.channel(name).group
+        if group:
+            groups[group] = {"shaft_hz": float(model.spindle_hz[k]), "bearing": bearing}
+    return replace(layout, machine={"groups": groups}) if groups else layout
 
 
 def _sigma(role: str) -> float:
@@ -186,6 +254,8 @@ def _chunk_signals(spec: SiteSpec, layout: Layout, model: _SiteModel, start: int
         elif a.kind == "overheat_ramp":
             frac = (np.arange(lo, hi) - s0 + 1) / (s1 - s0)
             out[i, sl] += a.amplitude * sigma * frac
+        elif a.kind == "bearing_defect":
+            out[i, sl] += _bearing_defect(spec, layout, model, a, lo, hi - lo)
         fault = FAULT_FOR.get((a.kind, role))
         if fault in bit_of:
             on = np.ones(hi - lo, dtype=bool)
@@ -193,6 +263,29 @@ def _chunk_signals(spec: SiteSpec, layout: Layout, model: _SiteModel, start: int
                 on = (np.arange(lo, hi) - s0) >= (s1 - s0) // 2  # alarm once half-way up
             flags[sl] |= np.where(on, np.uint32(1 << bit_of[fault]), np.uint32(0))
     return out, flags
+
+
+def _bearing_defect(spec: SiteSpec, layout: Layout, model: _SiteModel, a: Anomaly,
+                    start: int, n: int) -> np.ndarray:
+    """Rows ``[start, start + n)`` of a local bearing defect's vibration on ``a.channel``:
+    impacts at the defect frequency of :data:`FLEET_BEARING` at the channel's spindle
+    speed (what :func:`_with_machine` writes into the layout), ringing the spindle's
+    resonance; a function of the row number only, so chunking does not matter."""
+    spindle = _spindle_of(layout).get(a.channel)
+    if spindle is None:
+        raise ParamsError(f"site {spec.site_id}: a bearing defect needs a vibration channel, "
+                          f"not {a.channel}")
+    resonance = model.resonance_hz[spindle]
+    if not resonance < _RESONANCE_MAX_FS * spec.fs:
+        raise ParamsError(f"site {spec.site_id}: a bearing defect on {a.channel} rings at "
+                          f"{resonance:.0f} Hz, too close to fs/2 at {spec.fs:g} Hz; generate "
+                          f"it at {KIND_MODEL['bearing_defect']['min_fs']:.0f} Hz or more "
+                          f"(BEARING_FS = {BEARING_FS:g})")
+    impacts = defect_impacts(a.defect, lookup_bearing(FLEET_BEARING), model.spindle_hz[spindle])
+    # The jitter seed follows the site and channel, so two defects never share impact times.
+    seed = (spec.seed * 1_000_003 + spec.index * 97 + layout.channel_names.index(a.channel)) % 2**31
+    return bearing_defect_signal(start, n, spec.fs, resonance_hz=resonance,
+                                 amplitude=a.amplitude * _sigma("vibration"), seed=seed, **impacts)
 
 
 def _schema(layout: Layout) -> pa.Schema:
@@ -207,16 +300,18 @@ def _schema(layout: Layout) -> pa.Schema:
 def truth_document(spec: SiteSpec) -> dict:
     """The ground truth of a site: what was injected where (ns timestamps, inclusive end)."""
     items = []
-    step = 1e9 / spec.fs
+    # The file's own timestamp step (whole ns), so that the truth's times are rows' times.
+    step = int(round(1e9 / spec.fs))
     for a in spec.anomalies:
         s0 = int(round(a.start_s * spec.fs))
         s1 = min(spec.rows, s0 + max(1, int(round(a.duration_s * spec.fs))))
         items.append({
             "channel": a.channel,
             "kind": a.kind,
-            "start_ns": spec.start_ns + int(round(s0 * step)),
-            "end_ns": spec.start_ns + int(round((s1 - 1) * step)),
+            "start_ns": spec.start_ns + s0 * step,
+            "end_ns": spec.start_ns + (s1 - 1) * step,
             "amplitude_sigma": a.amplitude,
+            **({"defect": a.defect} if a.defect is not None else {}),
         })
     return {"site_id": spec.site_id, "region": spec.region, "rows": spec.rows,
             "sample_rate_hz": spec.fs, "start_ns": spec.start_ns, "anomalies": items}
@@ -229,6 +324,7 @@ def write_site(spec: SiteSpec, out_prefix: str, layout: Layout | None = None) ->
     """
     layout = layout or default_layout(spec.fs)
     model = _model(spec, layout)
+    layout = _with_machine(layout, model)
     schema = _schema(layout)
     uri = storage.join(out_prefix, f"{spec.stem}.parquet")
     site_dict = pa.array([spec.site_id])
@@ -267,14 +363,26 @@ def _umask() -> int:
 
 
 def random_anomalies(rng: np.random.Generator, layout: Layout, rows: int, fs: float) -> tuple[Anomaly, ...]:
-    """One to three anomalies of random kinds, channels, times and sizes."""
+    """One to three anomalies of random kinds, channels, times and sizes.
+
+    A bearing defect is drawn only at ``fs >= KIND_MODEL["bearing_defect"]["min_fs"]``
+    (below, the kinds and draws are exactly those of the event kinds alone), covers the
+    whole file, and at most one is drawn per site.
+    """
     out = []
     duration_s = rows / fs
+    kinds = [k for k in KINDS if fs >= KIND_MODEL[k].get("min_fs", 0.0)]
     for _ in range(int(rng.integers(1, 4))):
-        kind = ANOMALY_KINDS[int(rng.integers(len(ANOMALY_KINDS)))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         km = KIND_MODEL[kind]
         candidates = [c.name for c in layout.channels if c.role in km["roles"]]
         channel = candidates[int(rng.integers(len(candidates)))]
+        if kind == "bearing_defect":
+            amplitude = round(float(rng.uniform(*km["amplitude"])), 2)
+            defect = km["defects"][int(rng.integers(len(km["defects"])))]
+            if not any(a.kind == kind for a in out):
+                out.append(Anomaly(kind, channel, 0.0, duration_s, amplitude, defect))
+            continue
         dur = float(rng.uniform(*km["duration"]))
         dur = min(dur, 0.3 * duration_s)
         start = float(rng.uniform(0.05 * duration_s, max(0.05 * duration_s, 0.95 * duration_s - dur)))
@@ -286,7 +394,9 @@ def random_anomalies(rng: np.random.Generator, layout: Layout, rows: int, fs: fl
 def fleet_specs(sites: int, rows: int, *, seed: int = 0, anomaly_rate: float = 0.1,
                 fs: float = 1000.0, start_ns: int = DEFAULT_START_NS) -> list[SiteSpec]:
     """Specs for a fleet: about ``anomaly_rate`` of the sites (at least one, when the rate
-    is positive) get anomalies; which ones is fixed by the seed."""
+    is positive) get anomalies; which ones is fixed by the seed. Bearing defects are among
+    the kinds drawn only when ``fs`` is high enough (e.g. :data:`BEARING_FS`; 500,000 rows
+    at 12 kHz are 42 s)."""
     rng = np.random.default_rng([seed, 2**31])
     n_bad = 0 if anomaly_rate <= 0 else max(1, int(round(sites * anomaly_rate)))
     bad = set(rng.permutation(sites)[:n_bad].tolist())

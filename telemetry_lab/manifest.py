@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import Counter
 
 from . import storage
 from .errors import ManifestError, StorageError
@@ -67,8 +68,8 @@ def validate(manifest, *, source: str | None = None) -> dict:
     total = manifest.get("total_files")
     if total != len(files):
         fail(f"total_files is {total!r} but the manifest lists {len(files)} files")
-    stems = [stem(manifest, f) for f in files]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    counts = Counter(stem(manifest, f) for f in files)
+    dupes = sorted(s for s, n in counts.items() if n > 1)
     if dupes:
         fail(f"files share result names (stems) {dupes[:5]}")
     return manifest

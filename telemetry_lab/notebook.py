@@ -342,6 +342,8 @@ def execute(notebook: str | Path, parameters: Mapping[str, object], *, workdir: 
     should_stop : callable, optional
         Polled every 0.1 s; once true, SIGTERM goes to the kernel whose pid the notebook
         wrote to ``pid_file``.
+    pid_file : str, optional
+        Local path the notebook writes its kernel's pid to once it handles SIGTERM.
     start_timeout : float
         Kernel start-up limit, s.
 
@@ -404,8 +406,11 @@ def execute(notebook: str | Path, parameters: Mapping[str, object], *, workdir: 
 
 
 def _upload(local: str, uri: str) -> None:
+    # A copy, not storage.put_file: that renames, which fails from a tmpfs scratch to a
+    # local results folder on another filesystem.
     try:
-        storage.put_file(local, uri)
+        with open(local, "rb") as f:
+            storage.write_bytes(uri, f.read())
     except TelemetryLabError as exc:
         # The results themselves are written; a missing record must not fail the slice.
         print(f"telemetry-lab: warning: executed notebook not kept: {exc}", file=sys.stderr,
@@ -435,8 +440,8 @@ def run_slice_papermill(manifest: str, paths: jobs.Paths, params_uri: str | None
                         index: int = 0, size: int = 1,
                         should_stop: Callable[[], bool] = lambda: False,
                         log: Callable[[str], None] = _print_line,
-                        notebook: str | Path | None = None, render_reports: bool = True,
-                        keep_notebook: bool = True) -> jobs.SliceSummary:
+                        notebook: str | Path | None = None,
+                        render_reports: bool = True) -> jobs.SliceSummary:
     """Run one slice of the array job through ``site_analysis.ipynb``, in one kernel.
 
     Parameters
@@ -458,8 +463,6 @@ def run_slice_papermill(manifest: str, paths: jobs.Paths, params_uri: str | None
         Notebook to run instead of the shipped ``site_analysis.ipynb``.
     render_reports : bool
         Write each site's HTML report beside its result.
-    keep_notebook : bool
-        Upload the executed notebook to :func:`notebook_uri`.
 
     Returns
     -------
@@ -484,7 +487,8 @@ def run_slice_papermill(manifest: str, paths: jobs.Paths, params_uri: str | None
     parameters = {"manifest": manifest, "results": paths.root, "run_id": paths.run_id,
                   "params": params_uri or "", "array_index": index, "array_size": size,
                   "render_reports": render_reports, "pid_file": pid_file}
-    record = notebook_uri(paths, index) if keep_notebook else None
+    # The executed notebook is the slice's log: always kept, failed or not.
+    record = notebook_uri(paths, index)
     try:
         nb = execute(notebook, parameters, workdir=workdir, record=record, log=log,
                      should_stop=should_stop, pid_file=pid_file)
@@ -493,8 +497,7 @@ def run_slice_papermill(manifest: str, paths: jobs.Paths, params_uri: str | None
     summary = summary_from_notebook(nb)
     if summary is None:
         raise TelemetryLabError(f"{notebook.name} finished without displaying its slice "
-                                f"summary ({SUMMARY_MIME}); executed notebook: "
-                                f"{record or 'not kept'}")
+                                f"summary ({SUMMARY_MIME}); executed notebook: {record}")
     return summary
 
 

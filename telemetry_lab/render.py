@@ -21,11 +21,12 @@ Design
   SVG costs a few milliseconds per plot, is drawn at the page's resolution (one column per
   pixel: 2000 trace buckets become ~700 points), weighs 10-40 kB per plot, and keeps class
   names and data ranges that tests and readers can find (``band``, ``mean``, ``dominant``,
-  ``data-y-range``).
+  ``marker``, ``data-y-range``).
 * Escaping: every fragment comes from Jinja macros (``reports/site_report/sections.html.j2``,
   ``reports/index/index.html.j2``) rendered with autoescape on, so site ids, regions, channel
-  names, labels, units and findings are escaped wherever they appear. The SVG carries no
-  data strings, only numbers.
+  names, labels, units and findings are escaped wherever they appear. The SVG carries
+  numbers and, in the envelope spectra, the defect-line labels and names, which are
+  escaped where the SVG is built (:func:`envelope_svg`).
 * Self-contained: the templates inline their CSS and (index only) a small script; nothing is
   loaded from the network, so pages open offline, from ``file://`` and from a bucket.
 
@@ -37,6 +38,7 @@ data files).
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -66,8 +68,8 @@ INDEX_TEMPLATE = "index/index.html.j2"
 TRACE_BUCKETS = 2000
 #: Health values worst first, as the index sorts them.
 HEALTH_ORDER = ("critical", "at_risk", "degraded", "healthy")
-SECTIONS = ("header", "findings", "events", "timelines", "spectra", "faults", "sensor_stats",
-            "run_info")
+SECTIONS = ("header", "findings", "events", "timelines", "spectra", "bearing", "faults",
+            "sensor_stats", "run_info")
 HTML_CONTENT_TYPE = "text/html; charset=utf-8"
 _TIMELINE_WIDTH = 880
 _TIMELINE_PAD = (58, 8, 6, 20)  # left, right, top, bottom, px
@@ -423,7 +425,125 @@ def psd_svg(freqs: np.ndarray, psd: np.ndarray, dominant_hz: float | None, *, wi
     return f.svg(body, **attrs)
 
 
+def envelope_svg(freqs: np.ndarray, amplitude: np.ndarray, markers: list[dict], *,
+                 highlight: str | None = None, width: int = _TIMELINE_WIDTH,
+                 height: int = 230) -> str:
+    """Envelope spectrum of one vibration channel with its defect lines, as inline SVG.
+
+    Parameters
+    ----------
+    freqs : ndarray
+        Frequencies from 0 to the envelope range, Hz. The DC bin (the mean of the squared
+        envelope) and the two next to it, its window's main lobe, are left out: they would
+        set the scale and flatten every defect line.
+    amplitude : ndarray
+        Squared-envelope amplitude, channel unit**2, linear scale.
+    markers : list of dict
+        Defect lines (``label, defect, harmonic, nominal_hz, hz``), each drawn as a dashed
+        vertical ``marker`` line at ``hz`` (where the comb found its peak) with its label
+        above the plot; labels that would overlap go to further rows.
+    highlight : str, optional
+        Defect whose lines also get the class ``verdict`` (the channel's verdict).
+    width, height : int
+        Size, px (the top padding grows by a row per row of labels).
+
+    Returns
+    -------
+    str
+        ``<svg class="plot envelope">`` with an ``envelope`` path (per pixel column the
+        strongest bin, so lines keep their height and frequency) and one
+        ``<line class="marker" data-hz data-label data-defect data-harmonic>`` per marker.
+        Labels and defect names are HTML-escaped here.
+    """
+    f_hz, a = np.asarray(freqs[3:], dtype=float), np.asarray(amplitude[3:], dtype=float)
+    left, right, bottom = 58, 8, 20
+    xmax = float(f_hz[-1]) if len(f_hz) else 1.0
+    # Labels are packed greedily into rows (about 5.6 px per character at 10 px): the
+    # lines of different defects can coincide (3 x BPFO and 2 x BPFI on the CWRU bearing).
+    scale = (width - left - right) / xmax
+    rows: list[float] = []
+    placed = []
+    for m in sorted(markers, key=lambda m: m["hz"]):
+        x = left + m["hz"] * scale
+        half = 2.8 * len(m["label"]) + 3
+        row = next((i for i, end in enumerate(rows) if x - half > end), len(rows))
+        rows[row:row + 1] = [x + half]
+        placed.append((m, row))
+    top = 8 + 12 * max(len(rows), 1)
+    k = _columns(len(a), width - left - right)
+    grid = np.concatenate([a, np.full((-len(a)) % k, np.nan)]).reshape(-1, k)
+    keep = ~np.all(np.isnan(grid), axis=1)
+    pick = np.nanargmax(np.where(np.isnan(grid[keep]), -np.inf, grid[keep]), axis=1)
+    idx = np.flatnonzero(keep) * k + pick
+    xs, ys = f_hz[idx], a[idx]
+    ymax = float(ys.max()) if len(ys) else 1.0
+    f = _Frame((0.0, xmax), (0.0, ymax * 1.05), width=width, height=height + top - 20,
+               pad=(left, right, top, bottom))
+    xt, xd = _nice_ticks(f.x0, f.x1, 10)
+    yt, yd = _nice_ticks(f.y0, f.y1, 4)
+    body = f.axes(xt, yt, [f"{v:.{xd}f}" for v in xt], [f"{v:.3g}" for v in yt])
+    if len(xs):
+        pts = _points(f.x(xs), f.y(ys)).split(" ")
+        body.append(f'<path class="envelope" d="M{pts[0]} L{" ".join(pts[1:])}"/>')
+    for m, row in placed:
+        x = float(f.x(m["hz"]))
+        extra = " verdict" if highlight is not None and m["defect"] == highlight else ""
+        label = html.escape(str(m["label"]), quote=True)
+        body.append(f'<line class="marker{extra}" x1="{x:.1f}" x2="{x:.1f}" y1="{f.top}" y2="{f.bottom}" '
+                    f'data-hz="{float(m["hz"])!r}" data-label="{label}" '
+                    f'data-defect="{html.escape(str(m["defect"]), quote=True)}" '
+                    f'data-harmonic="{int(m["harmonic"])}"/>'
+                    f'<text class="marker-label{extra}" x="{x:.1f}" y="{f.top - 4 - 12 * row}" '
+                    f'text-anchor="middle">{label}</text>')
+    return f.svg(body, data_markers=len(markers))
+
+
 # -- the site report ----------------------------------------------------------------------
+
+def _bearing_context(analysis: Analysis, meta: Callable[[str], dict]) -> dict | None:
+    """The bearing section: overall verdict, indicators of every vibration channel, and an
+    envelope-spectrum plot for each channel that has one."""
+    doc = analysis.document
+    b = doc.get("bearing")
+    if not b:
+        return None
+    skipped = b.get("skipped") or {}
+    channels = b.get("channels") or {}
+    rows, plots = [], []
+    for name, ch in channels.items():
+        v = ch.get("verdict") or {}
+        env = ch.get("envelope")
+        note = skipped.get(name) or ch.get("note") or ""
+        rows.append({"name": name, **meta(name), "shaft_hz": ch.get("shaft_hz"),
+                     "group": doc["sensor_stats"].get(name, {}).get("group") or "",
+                     "rms": ch.get("rms"), "peak": ch.get("peak"),
+                     "crest_factor": ch.get("crest_factor"), "kurtosis": ch.get("kurtosis"),
+                     "defect": v.get("defect"), "score_db": v.get("score_db"), "note": note})
+        if env is None:
+            continue
+        result = analysis.envelope.get(name)
+        if result is None or result.spectrum is None:
+            raise ReportError("no envelope spectrum for a channel with envelope analysis",
+                              file=doc.get("source"), channel=name)
+        sp = result.spectrum
+        plots.append({"name": name, **meta(name), "defect": v.get("defect"),
+                      "score_db": v.get("score_db"), "band_hz": env["band_hz"],
+                      "band_kurtosis": env.get("band_kurtosis"), "selection": env.get("selection"),
+                      "resolution_hz": env.get("resolution_hz"), "segments": env.get("segments"),
+                      "shaft_hz": ch.get("shaft_hz"),
+                      "svg": _markup(envelope_svg(sp.freqs, sp.amplitude, result.markers,
+                                                  highlight=v.get("defect")))})
+    overall = dict(b.get("verdict") or {})
+    decider = channels.get(overall.get("channel")) or {}
+    runner_up = (decider.get("verdict") or {}).get("runner_up")
+    bearing = next((c["bearing"] for c in channels.values() if c.get("bearing")), None)
+    threshold = next((c["verdict"]["threshold_db"] for c in channels.values() if c.get("verdict")),
+                     None)
+    return {"verdict": overall, "runner_up": runner_up, "threshold_db": threshold,
+            "bearing_name": bearing["name"] if bearing else None, "rows": rows, "plots": plots,
+            "skipped": len(skipped)}
+
+
 
 def _site_context(analysis: Analysis) -> dict:
     doc = analysis.document
@@ -474,6 +594,8 @@ def _site_context(analysis: Analysis) -> dict:
                         "dominant_share": info.get("dominant_share") or 0.0,
                         "svg": _markup(psd_svg(freqs, p, info.get("dominant_hz")))})
 
+    bearing = _bearing_context(analysis, meta)
+
     faults = sorted(({"name": name, **info} for name, info in doc.get("faults", {}).items()),
                     key=lambda f: (-f["samples"], f["bit"]))
     most = max((f["samples"] for f in faults), default=0)
@@ -515,6 +637,7 @@ def _site_context(analysis: Analysis) -> dict:
         "column_s": column_s,
         "timelines": timelines,
         "spectra": spectra,
+        "bearing": bearing,
         "spectral_roles": params.get("spectral_roles") or [],
         "welch": (f"{params.get('welch_window')} window, {params.get('welch_nperseg')} samples per "
                   f"segment, {params.get('welch_overlap', 0) * 100:.0f}% overlap"),
@@ -540,6 +663,8 @@ def build_notebook(analysis: Analysis):
     macros = _jinja(str(reports_dir())).get_template(f"{SITE_TEMPLATE}/sections.html.j2").module
     cells = []
     for name in SECTIONS:
+        if name == "bearing" and ctx["bearing"] is None:
+            continue  # no vibration channel, or bearing diagnostics turned off
         out = nbformat.v4.new_output("display_data", data={
             "text/html": str(getattr(macros, name)(ctx)),
             "text/plain": f"[{name} section: HTML only]",
@@ -566,8 +691,9 @@ def render_site_report(analysis: Analysis) -> str:
     -------
     str
         The page: health badge, findings and actions, events table, timelines of flagged
-        channels, PSD of each spectral channel, fault flags, sensor statistics, params and
-        timings.
+        channels, PSD of each spectral channel, bearing diagnostics (verdict, indicators,
+        envelope spectra with defect lines) when the document has them, fault flags, sensor
+        statistics, params and timings.
 
     Raises
     ------
@@ -629,7 +755,7 @@ def analysis_from_result(result_uri: str) -> Analysis:
 
     The source is analysed with the document's params (report backend forced to ``rules``:
     the stored report is kept, so a model-written report is neither re-bought nor changed),
-    and the stored document is returned with the fresh traces and spectra.
+    and the stored document is returned with the fresh traces, spectra and envelope spectra.
 
     Raises
     ------
@@ -646,7 +772,7 @@ def analysis_from_result(result_uri: str) -> Analysis:
             raise DataError(f"re-analysis of the source does not reproduce the result's {key} "
                             f"(source or analysis changed since); re-run the analysis",
                             file=result_uri)
-    return Analysis(doc, fresh.psd, fresh.traces, fresh.layout)
+    return Analysis(doc, fresh.psd, fresh.traces, fresh.layout, fresh.envelope)
 
 
 def render_from_result(result_uri: str) -> str:

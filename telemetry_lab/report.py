@@ -46,6 +46,8 @@ def validate_report(report: dict) -> None:
 
 def make_report(doc: dict, *, backend: str = "rules") -> dict:
     """The validated report for a result document, with ``generated_by`` recorded."""
+    if backend == "bedrock" and backend not in _BACKENDS:
+        from . import bedrock  # noqa: F401  (registers itself; boto3 loads on first call)
     try:
         factory = _BACKENDS[backend]
     except KeyError:

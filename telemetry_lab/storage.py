@@ -131,8 +131,11 @@ def _s3_reason(exc: Exception, uri: str, action: str) -> str:
             creds = _credential_error(bucket, key)
             if creds:
                 return creds + _CREDENTIAL_HINT
-        return (f"access denied (AccessDenied on {op}): the credentials in use may not access "
-                f"this {'bucket' if op == 'HeadBucket' else 'object'}")
+        if op == "HeadBucket":
+            return ("access denied (AccessDenied on HeadBucket): the credentials in use may not "
+                    "access this bucket")
+        return (f"access denied (AccessDenied on {op}): the credentials in use may not read this "
+                "object, or it does not exist and they may not list the bucket")
     if code == "NETWORK_CONNECTION":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return f"cannot reach S3{f' at {endpoint}' if endpoint else ''} ({detail or code})"

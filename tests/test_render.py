@@ -12,16 +12,18 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from conftest import REPO, fleet_channels, write_telemetry
+from conftest import REPO, SHARED_DATA, fleet_channels, write_telemetry
 from telemetry_lab import jobs, manifest as manifest_mod, render
 from telemetry_lab.analysis import analyse
+from telemetry_lab.bearing import lookup_bearing
+from telemetry_lab.importers import import_mat
 from telemetry_lab.errors import DataError, ReportError, StorageError
 from telemetry_lab.layout import Channel, default_layout
 from telemetry_lab.params import AnalysisParams
 
 RUN = "r1"
-SECTION_IDS = {"summary", "findings", "actions", "events", "timelines", "spectra", "faults",
-               "sensor-stats", "run-info"}
+SECTION_IDS = {"summary", "findings", "actions", "events", "timelines", "spectra", "bearing",
+               "faults", "sensor-stats", "run-info"}
 
 
 class Page(HTMLParser):
@@ -279,6 +281,115 @@ def test_fault_and_statistics_tables(rendered):
     assert keys == list(doc["params"])
     timings = ["".join(th["text"]) for th in descendants(page.find("table", id="timings-table")[0], "th")]
     assert timings == list(doc["timings"])
+
+
+# -- bearing diagnostics -------------------------------------------------------------------
+
+def _cells(table) -> list[list[str]]:
+    return [["".join(td["text"]) for td in descendants(tr, "td")]
+            for tbody in descendants(table, "tbody") for tr in descendants(tbody, "tr")]
+
+
+def _x_px(svg, hz: float) -> float:
+    """Where frequency ``hz`` lies on an SVG plot, from its data range and frame."""
+    x0, x1 = (float(v) for v in svg["attrs"]["data-x-range"].split())
+    frame = next(descendants(svg, "rect", "frame"))["attrs"]
+    return float(frame["x"]) + (hz - x0) / (x1 - x0) * float(frame["width"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cwru" / "105.mat").exists(),
+                    reason="../shared/data/cwru is not present")
+def test_bearing_section_marks_the_defect_lines_of_a_cwru_record(tmp_path):
+    out = tmp_path / "cwru-105.parquet"
+    import_mat(str(SHARED_DATA / "cwru" / "105.mat"), str(out), site_id="cwru-105", fs=12000,
+               bearing=lookup_bearing("SKF 6205-2RS JEM"))
+    analysis = analyse(str(out), trace_buckets=2000)
+    doc, text = analysis.document, render.render_site_report(analysis)
+    page = Page(text)
+    assert page.unbalanced == [] and external_refs(text) == []
+    section = page.find("section", id="bearing")[0]
+    assert "".join(next(descendants(section, "h2"))["text"]) == "Bearing diagnostics"
+    verdict = page.find(id="bearing-verdict")[0]
+    assert doc["bearing"]["verdict"]["defect"] == verdict["attrs"]["data-defect"] == "inner_race"
+    assert "inner race defect" in "".join(verdict["text"])
+    assert doc["bearing"]["verdict"]["channel"] == "drive_end" and "drive_end" in "".join(verdict["text"])
+    rows = _cells(page.find("table", id="bearing-table")[0])
+    assert [r[0] for r in rows] == list(doc["bearing"]["channels"]) == ["drive_end", "fan_end", "base"]
+    for r in rows:
+        ch = doc["bearing"]["channels"][r[0]]
+        assert r[8] == f"{ch['kurtosis']:.2f}" and r[9] == ch["verdict"]["defect"].replace("_", " ")
+    figures = page.find("figure", class_="envelope")
+    assert [f["attrs"]["data-channel"] for f in figures] == list(analysis.envelope)
+    for fig in figures:
+        name = fig["attrs"]["data-channel"]
+        svg = next(descendants(fig, "svg"))
+        lines = list(descendants(svg, "line", "marker"))
+        markers = analysis.envelope[name].markers
+        assert [(ln["attrs"]["data-label"], float(ln["attrs"]["data-hz"])) for ln in lines] == \
+            [(m["label"], m["hz"]) for m in sorted(markers, key=lambda m: m["hz"])]
+        labels = {"".join(t["text"]) for t in descendants(svg, "text", "marker-label")}
+        assert {m["label"] for m in markers} == labels and "BPFI" in labels
+        for ln in lines:
+            assert abs(float(ln["attrs"]["x1"]) - _x_px(svg, float(ln["attrs"]["data-hz"]))) < 0.06
+            # The channel's verdict is highlighted, and only it.
+            assert ("verdict" in ln["attrs"]["class"].split()) == \
+                (ln["attrs"]["data-defect"] == doc["bearing"]["channels"][name]["verdict"]["defect"])
+    fig = figures[0]
+    svg = next(descendants(fig, "svg"))
+    bpfi = next(ln for ln in descendants(svg, "line", "marker") if ln["attrs"]["data-label"] == "BPFI")
+    assert "verdict" in bpfi["attrs"]["class"].split()
+    assert float(bpfi["attrs"]["data-hz"]) == pytest.approx(5.4152 * 1797 / 60, rel=0.02)
+    # On the drive end the strongest drawn line is the BPFI line (the highest point of the
+    # path is its lowest y), so the spectrum and its markers share one frequency axis.
+    d = next(descendants(svg, "path", "envelope"))["attrs"]["d"]
+    pts = np.array([[float(v) for v in p.split(",")] for p in d.replace("M", "").replace("L", "").split()])
+    assert abs(pts[np.argmin(pts[:, 1]), 0] - float(bpfi["attrs"]["x1"])) < 1.5
+
+
+def test_site_without_bearing_info_has_indicators_but_no_envelope_plot(tmp_path):
+    uri = write_telemetry(tmp_path / "plain.parquet", fleet_channels(20_000, seed=2),
+                          layout=default_layout(1000.0))
+    analysis = analyse(uri, trace_buckets=2000)
+    doc = analysis.document
+    page = Page(render.render_site_report(analysis))
+    assert page.find("section", id="bearing") and not analysis.envelope
+    assert doc["bearing"]["verdict"]["defect"] == "none"
+    assert "indicators only" in "".join(page.find(id="bearing-verdict")[0]["text"])
+    rows = _cells(page.find("table", id="bearing-table")[0])
+    assert [r[0] for r in rows] == [f"sensor_{i:02d}" for i in range(9)]
+    for r in rows:
+        ch = doc["bearing"]["channels"][r[0]]
+        assert r[5] == render._num(ch["rms"]) and r[7] == f"{ch['crest_factor']:.2f}"
+        assert "no bearing or shaft speed" in r[11]
+    assert not page.find("figure", class_="envelope") and not page.find("line", class_="marker")
+    # Without bearing diagnostics there is no section at all.
+    off = analyse(uri, AnalysisParams(bearing_diagnostics=False), trace_buckets=2000)
+    assert off.document["bearing"] is None
+    assert not Page(render.render_site_report(off)).find("section", id="bearing")
+
+
+def test_fleet_pages_plot_the_envelope_of_every_channel_that_has_one(rendered):
+    for stem in rendered["stems"]:
+        doc, page = rendered["docs"][stem], Page(rendered["pages"][stem])
+        channels = doc["bearing"]["channels"]
+        assert [r[0] for r in _cells(page.find("table", id="bearing-table")[0])] == list(channels)
+        with_env = [n for n, c in channels.items() if c["envelope"]]
+        assert [f["attrs"]["data-channel"] for f in page.find("figure", class_="envelope")] == with_env
+    # 1 kHz fleet files: some spindles turn slowly enough for envelope analysis, some not.
+    all_channels = [c for d in rendered["docs"].values() for c in d["bearing"]["channels"].values()]
+    assert any(c["envelope"] for c in all_channels) and not all(c["envelope"] for c in all_channels)
+
+
+def test_envelope_plot_escapes_marker_labels():
+    freqs = np.arange(200) * 0.5
+    marker = {"label": '<b onclick="x">2xBPFI</b> & "q"', "defect": "<i>inner</i>", "harmonic": 2,
+              "nominal_hz": 40.0, "hz": 40.5}
+    page = Page(render.envelope_svg(freqs, np.ones(200), [marker], highlight="<i>inner</i>"))
+    assert not page.find("b") and not page.find("i") and page.unbalanced == []
+    line = page.find("line", class_="marker")[0]
+    assert line["attrs"]["data-label"] == marker["label"] and line["attrs"]["data-defect"] == marker["defect"]
+    assert "verdict" in line["attrs"]["class"].split()
+    assert "".join(page.find("text", class_="marker-label")[0]["text"]) == marker["label"]
 
 
 # -- escaping ------------------------------------------------------------------------------
