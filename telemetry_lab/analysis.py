@@ -33,13 +33,34 @@ RESULT_KEYS = ("site_id", "region", "source", "run_id", "rows", "sample_rate_hz"
 
 @dataclass
 class Frame:
-    """Output rows ``[start, stop)`` of a stream, with context rows ``[ctx_start, ...)``."""
+    """Output rows ``[start, stop)`` of a stream, with context rows ``[ctx_start, ctx_stop)``.
+
+    A column is assembled from the chunks it spans only when asked for, so that the copy
+    happens in the thread that analyses that column.
+    """
 
     start: int
     stop: int
     ctx_start: int
-    timestamps: np.ndarray
-    columns: dict[str, np.ndarray]
+    ctx_stop: int
+    parts: list[Chunk]
+    out_timestamps: np.ndarray | None = None
+
+    def _gather(self, arrays) -> np.ndarray:
+        pieces = []
+        for part, arr in zip(self.parts, arrays):
+            lo = max(self.ctx_start - part.start, 0)
+            hi = min(self.ctx_stop - part.start, len(part))
+            if hi > lo:
+                pieces.append(arr[lo:hi])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def column(self, name: str) -> np.ndarray:
+        return self._gather([p.columns[name] for p in self.parts])
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._gather([p.timestamps for p in self.parts])
 
     @property
     def out(self) -> slice:
@@ -51,15 +72,14 @@ class Framer:
     """Turns consecutive chunks into frames with ``halo = (before, after)`` rows of context.
 
     Frames are at least ``frame_rows`` long (except the last), cover every row exactly
-    once, and their context is cut only at the ends of the signal.
+    once, and their context is cut only at the ends of the signal. Chunks are held (not
+    copied) only while a later frame still needs them.
     """
 
-    def __init__(self, names: list[str], *, halo: tuple[int, int], frame_rows: int):
-        self.names = names
+    def __init__(self, *, halo: tuple[int, int], frame_rows: int):
         self.halo_before, self.halo_after = halo
         self.frame_rows = frame_rows
         self._parts: list[Chunk] = []
-        self._buf_start = 0
         self._end = 0
         self._done = 0
 
@@ -74,16 +94,11 @@ class Framer:
             yield self._emit(self._end)
 
     def _emit(self, stop: int) -> Frame:
-        ts = np.concatenate([p.timestamps for p in self._parts])
-        cols = {n: np.concatenate([p.columns[n] for p in self._parts]) for n in self.names}
-        ctx_start = max(self._done - self.halo_before, self._buf_start)
-        lo = ctx_start - self._buf_start
-        frame = Frame(self._done, stop, ctx_start, ts[lo:], {n: c[lo:] for n, c in cols.items()})
-        # Keep only what the next frame needs as left context.
-        keep_from = max(stop - self.halo_before, self._buf_start)
-        k = keep_from - self._buf_start
-        self._parts = [Chunk(keep_from, ts[k:].copy(), {n: c[k:].copy() for n, c in cols.items()}, None)]
-        self._buf_start = keep_from
+        ctx_start = max(self._done - self.halo_before, self._parts[0].start)
+        frame = Frame(self._done, stop, ctx_start, self._end, list(self._parts))
+        frame.out_timestamps = frame.timestamps[frame.out]
+        keep_from = stop - self.halo_before
+        self._parts = [p for p in self._parts if p.start + len(p) > keep_from]
         self._done = stop
         return frame
 
@@ -244,7 +259,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         bucket_rows = max(1, -(-tf.rows // trace_buckets)) if trace_buckets else 0
         traces = {n: ChannelTrace(bucket_rows) for n in names} if trace_buckets else {}
         faults = FaultCounter(layout.fault_bits) if layout.flags_column else None
-        framer = Framer(names, halo=params.halo, frame_rows=params.chunk_rows)
+        framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
         fs = layout.sample_rate_hz
         first_ns = last_ns = prev_ns = None
 
@@ -255,7 +270,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         flag_at = params.z_exit if params.z_exit is not None else threshold
 
         def detect_channel(frame: Frame, name: str) -> None:
-            x = frame.columns[name]
+            x = frame.column(name)
             o = frame.out
             if params.detector == "zscore":
                 ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
@@ -272,9 +287,10 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 idx = np.flatnonzero(zo > flag_at)
                 z = zo[idx]
                 scale = scale_all[o]
-            builders[name].feed_flagged(idx, z, x[o], frame.timestamps[o], frame.start)
+            ts = frame.out_timestamps
+            builders[name].feed_flagged(idx, z, x[o], ts, frame.start)
             if traces:
-                traces[name].update(frame.start, frame.timestamps[o], x[o], center[o], scale)
+                traces[name].update(frame.start, ts, x[o], center[o], scale)
 
         def run_tasks(tasks) -> None:
             # Tasks touch disjoint state (one channel's accumulators, or the Welch stack)
@@ -300,16 +316,22 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             welch.update(np.stack([chunk.columns[n] for n in spectral_names]))
 
         welch: WelchAccumulator | None = None
+        reader: ThreadPoolExecutor | None = None
         bearing_accs: dict = {}
         bearing_skipped: dict = {}
         try:
             chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
+            # Read ahead: the next row group is decoded (pyarrow releases the GIL) while
+            # this one is analysed. "read_s" is then the time spent waiting for data.
+            reader = ThreadPoolExecutor(max_workers=1)
+            pending = reader.submit(next, chunks, None)
             while True:
                 t = time.perf_counter()
-                chunk = next(chunks, None)
+                chunk = pending.result()
                 timings["read_s"] += time.perf_counter() - t
                 if chunk is None:
                     break
+                pending = reader.submit(next, chunks, None)
                 if should_stop is not None and should_stop():
                     raise Interrupted("stopped by signal", file=uri)
                 ts = chunk.timestamps
@@ -345,11 +367,14 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 run_tasks(tasks)
                 timings["compute_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            run_tasks([(detect_channel, frame, n) for frame in framer.finish() for n in names])
+            for frame in framer.finish():
+                run_tasks([(detect_channel, frame, n) for n in names])
             timings["compute_s"] += time.perf_counter() - t
         finally:
             if pool:
                 pool.shutdown()
+            if reader is not None:
+                reader.shutdown(wait=True, cancel_futures=True)
 
         events = sorted((e for b in builders.values() for e in b.finish()),
                         key=lambda e: (e.start_ns, e.channel))

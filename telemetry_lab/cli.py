@@ -25,7 +25,7 @@ def cmd_generate(a) -> int:
 
     if a.sites < 1 or a.rows < 1:
         raise TelemetryLabError(f"--sites and --rows must be positive, got {a.sites} and {a.rows}")
-    specs = fleet_specs(a.sites, a.rows, seed=a.seed, anomaly_rate=a.anomaly_rate)
+    specs = fleet_specs(a.sites, a.rows, seed=a.seed, anomaly_rate=a.anomaly_rate, fs=a.fs)
     manifest = generate(specs, a.out, workers=a.workers, progress=not a.quiet)
     anomalous = sum(1 for s in specs if s.anomalies)
     from . import storage
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     g.add_argument("--anomaly-rate", type=float, default=0.1,
                    help="share of sites with injected anomalies (default 0.1)")
+    g.add_argument("--fs", type=float, default=1000.0,
+                   help="sample rate, Hz (default 1000; from 10000 the fleet may also get "
+                        "bearing defects)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=cmd_generate)
 

@@ -256,6 +256,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "welch_nperseg": 8192,
         "welch_overlap": 0.5,
         "welch_window": "hann",
+        "bearing_diagnostics": False,
     },
 }
 

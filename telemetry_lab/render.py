@@ -450,7 +450,7 @@ def envelope_svg(freqs: np.ndarray, amplitude: np.ndarray, markers: list[dict], 
     Returns
     -------
     str
-        ``<svg class="plot envelope">`` with an ``envelope`` path (per pixel column the
+        ``<svg class="plot">`` with an ``envelope`` path (per pixel column the
         strongest bin, so lines keep their height and frequency) and one
         ``<line class="marker" data-hz data-label data-defect data-harmonic>`` per marker.
         Labels and defect names are HTML-escaped here.
@@ -540,9 +540,7 @@ def _bearing_context(analysis: Analysis, meta: Callable[[str], dict]) -> dict | 
     threshold = next((c["verdict"]["threshold_db"] for c in channels.values() if c.get("verdict")),
                      None)
     return {"verdict": overall, "runner_up": runner_up, "threshold_db": threshold,
-            "bearing_name": bearing["name"] if bearing else None, "rows": rows, "plots": plots,
-            "skipped": len(skipped)}
-
+            "bearing_name": bearing["name"] if bearing else None, "rows": rows, "plots": plots}
 
 
 def _site_context(analysis: Analysis) -> dict:

@@ -60,17 +60,24 @@ class WelchAccumulator:
         self._win = signal.get_window(self.window, nperseg)
         self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
         self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
+        # Detrending is subtracting each segment's mean m before the taper w; the FFT is
+        # linear, so FFT((x - m) w) = FFT(x w) - m FFT(w), and FFT(w) of the usual tapers is
+        # non-zero in a handful of bins only: correct those instead of a pass over the data.
+        win_spec = np.fft.rfft(self._win)
+        self._win_bins = np.flatnonzero(np.abs(win_spec) > 1e-12 * np.abs(win_spec).max())
+        self._win_spec = win_spec[self._win_bins]
 
-    def _segments_power(self, segs: np.ndarray) -> np.ndarray:
+    def _segments_power(self, segs: np.ndarray, means: np.ndarray) -> np.ndarray:
         """Unscaled two-sided |FFT|^2 of each detrended, tapered segment; (..., nseg, nfreq).
 
         Density scaling and the one-sided doubling are linear, so they are applied once
         to the sum in :meth:`result` instead of to every segment.
         """
-        segs = segs - segs.mean(axis=-1, keepdims=True)
-        segs *= self._win
-        spec = sp_fft.rfft(segs, axis=-1, workers=self.workers, overwrite_x=True)
-        return np.square(spec.real) + np.square(spec.imag)
+        spec = sp_fft.rfft(segs * self._win, axis=-1, workers=self.workers, overwrite_x=True)
+        spec[..., self._win_bins] -= means[..., None] * self._win_spec
+        power = spec.real * spec.real
+        power += spec.imag * spec.imag
+        return power
 
     def _add(self, power: np.ndarray, may_have_nan: bool) -> None:
         nseg = power.shape[-2]
@@ -99,7 +106,16 @@ class WelchAccumulator:
         if n_seg:
             view = np.lib.stride_tricks.sliding_window_view(buf, self.nperseg, axis=-1)
             segs = view[..., : (n_seg - 1) * self.step + 1: self.step, :]
-            self._add(self._segments_power(segs), bool(np.isnan(buf).any()))
+            # Segment means from one running sum instead of a pass over every segment.
+            c = np.zeros(buf.shape[:-1] + (n + 1,))
+            np.cumsum(buf, axis=-1, out=c[..., 1:])
+            starts = np.arange(n_seg) * self.step
+            has_nan = bool(np.isnan(c[..., -1]).any())
+            if has_nan:  # a NaN spoils every later running sum: average each segment
+                means = segs.mean(axis=-1)
+            else:
+                means = (c[..., starts + self.nperseg] - c[..., starts]) / self.nperseg
+            self._add(self._segments_power(segs, means), has_nan)
         self._carry = buf[..., n_seg * self.step:].copy()
 
     @property
@@ -116,7 +132,8 @@ class WelchAccumulator:
             # Shorter than one segment: one segment as long as the signal.
             self.nperseg = self._carry.shape[-1]
             self._setup(self.nperseg)
-            self._add(self._segments_power(self._carry[..., None, :]), True)
+            segs = self._carry[..., None, :]
+            self._add(self._segments_power(segs, segs.mean(axis=-1)), True)
         if self._sum is None:
             return self.freqs, np.full(self.freqs.shape, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):

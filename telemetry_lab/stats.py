@@ -24,16 +24,18 @@ class RunningStats:
     m2: float = 0.0
 
     def update(self, x: np.ndarray) -> None:
-        nan = np.isnan(x)
-        n_nan = int(nan.sum())
-        if n_nan:
-            self.missing += n_nan
+        total = float(x.sum())
+        if np.isnan(total):  # the sum is needed anyway, and tells whether NaN is present
+            nan = np.isnan(x)
+            self.missing += int(nan.sum())
             x = x[~nan]
+            total = float(x.sum())
         n = len(x)
         if n == 0:
             return
-        mean = float(x.mean())
-        m2 = float(np.square(x - mean).sum())
+        mean = total / n
+        d = x - mean
+        m2 = float(np.dot(d, d))
         self.minimum = min(self.minimum, float(x.min()))
         self.maximum = max(self.maximum, float(x.max()))
         total = self.count + n
