@@ -19,6 +19,15 @@ Matching rules (per file, per channel; see :data:`MATCHING_RULES`):
 * Detection delay of a detected truth: start of the earliest overlapping event minus the
   truth's start, clipped at 0, in seconds.
 
+Bearing defects (kinds in :data:`~telemetry_lab.generate.BEARING_KINDS`) last the whole
+file and are judged by the bearing diagnosis, not by events (see :data:`BEARING_RULES`):
+they are left out of event matching, and a truth is *detected* when the envelope verdict
+of its channel (``result["bearing"]["channels"][channel]["verdict"]``) names its defect.
+A verdict of ``none`` is a miss, another defect a *wrong defect*, no verdict (the channel
+was not assessed) a miss too. Every assessed channel without a bearing truth whose verdict
+names a defect is a *false call*; a file without bearing truths whose bearing verdict
+names a defect is a *site-level false call*.
+
 Result documents keep only the ``max_events_per_channel`` strongest events of a channel
 while ``sensor_stats[channel]["event_count"]`` counts them all. Where a channel was
 truncated, the events that were dropped cannot be matched; they are counted as false
@@ -41,6 +50,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import EXIT_DATA, EXIT_OK, DataError
+from .generate import BEARING_KINDS
 
 #: The matching rules, as recorded in every score table.
 MATCHING_RULES = (
@@ -51,6 +61,16 @@ MATCHING_RULES = (
     "an event overlapping no truth is a false event; delay = earliest overlapping event "
     "start - truth start, clipped at 0 s; unmatched events are attributed to a kind when "
     "every truth on their channel in that file is of that kind"
+)
+
+#: How bearing-defect truths are scored, as recorded in every score table.
+BEARING_RULES = (
+    "bearing defects are not matched to events; a truth is detected when the envelope verdict "
+    "of its channel names its defect, missed when the verdict is none, a wrong defect when it "
+    "names another, not assessed (a miss) when the channel has no verdict; every assessed "
+    "channel without a bearing truth whose verdict names a defect is a false call; precision "
+    "= detected / (detected + false calls + wrong defects); a file without bearing truths "
+    "whose bearing verdict names a defect is a site-level false call"
 )
 
 #: Default widening of each truth interval, seconds. Rolling-window detectors react to the
@@ -65,6 +85,10 @@ CLEAN_ROWS_UNIT = 500_000
 #: A kind whose truths have at most this many distinct amplitudes gets one bucket per
 #: amplitude; beyond it (e.g. random fleets) amplitudes are binned by powers of two.
 MAX_EXACT_AMPLITUDES = 8
+
+#: The one bearing kind; false calls on clean channels could not be charged to one of
+#: several, so a second kind needs a new rule (this unpacking then fails on import).
+(_BEARING_KIND,) = BEARING_KINDS
 
 _EVENT_KEYS = ("channel", "start_ns", "end_ns")
 _TRUTH_KEYS = ("channel", "kind", "start_ns", "end_ns")
@@ -246,6 +270,99 @@ def _false_events_by_channel(events, m: Match, stats: Mapping) -> tuple[dict, di
     return false, dropped
 
 
+@dataclass
+class _BearingTally:
+    # per truth: defect, amplitude, outcome (detected | missed | wrong_defect | not_assessed)
+    truths: list[tuple[str, float, str]] = field(default_factory=list)
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    clean_channels: int = 0
+    false_calls: int = 0
+    clean_sites: int = 0
+    site_false_calls: int = 0
+
+    def add_file(self, result: Mapping, truths: Sequence[Mapping], source: str | None) -> None:
+        """Score one file's bearing truths against its result's bearing verdicts."""
+        bearing = result.get("bearing") or {}
+        channels = bearing.get("channels") or {}
+        for i, t in enumerate(truths):
+            if "defect" not in t:
+                raise DataError(f"anomalies: {t['kind']} on {t['channel']} names no defect: "
+                                f"{t!r:.120}", file=source, channel=t["channel"])
+            v = self._verdict(channels, t["channel"], source)
+            if v is None:
+                outcome, called = "not_assessed", "not_assessed"
+            else:
+                called = v["defect"]
+                outcome = ("detected" if called == t["defect"] else
+                           "missed" if called == "none" else "wrong_defect")
+            self.truths.append((t["defect"], float(t.get("amplitude_sigma") or 0.0), outcome))
+            self._count(t["defect"], called)
+        with_truth = {t["channel"] for t in truths}
+        assessed = False
+        for ch in channels:
+            v = self._verdict(channels, ch, source)
+            if v is None:
+                continue
+            assessed = True
+            if ch in with_truth:
+                continue
+            self.clean_channels += 1
+            self.false_calls += v["defect"] != "none"
+            self._count("none", v["defect"])
+        if not truths and assessed:
+            self.clean_sites += 1
+            self.site_false_calls += (bearing.get("verdict") or {}).get("defect", "none") != "none"
+
+    @staticmethod
+    def _verdict(channels: Mapping, channel: str, source: str | None) -> Mapping | None:
+        v = (channels.get(channel) or {}).get("verdict")
+        if v is not None and not (isinstance(v, Mapping) and "defect" in v):
+            raise DataError(f"bearing verdict of {channel} has no defect: {v!r:.120}",
+                            file=source, channel=channel)
+        return v
+
+    def _count(self, truth: str, called: str) -> None:
+        row = self.confusion.setdefault(truth, {})
+        row[called] = row.get(called, 0) + 1
+
+    def row(self) -> dict:
+        outcomes = [o for _, _, o in self.truths]
+        detected, wrong = outcomes.count("detected"), outcomes.count("wrong_defect")
+        recall = _ratio(detected, len(outcomes))
+        precision = _ratio(detected, detected + self.false_calls + wrong)
+        out = {"truths": len(outcomes), "detected": detected, "recall": recall,
+               "missed": outcomes.count("missed"), "wrong_defect": wrong,
+               "not_assessed": outcomes.count("not_assessed"),
+               "clean_channels": self.clean_channels, "false_calls": self.false_calls,
+               "false_call_rate": _ratio(self.false_calls, self.clean_channels),
+               "precision": precision, "f1": _f1(precision, recall),
+               "clean_sites": self.clean_sites, "site_false_calls": self.site_false_calls,
+               "site_false_call_rate": _ratio(self.site_false_calls, self.clean_sites),
+               # injected defects first, the clean channels' row ("none") last
+               "confusion": {t: dict(sorted(self.confusion[t].items())) for t in
+                             sorted(self.confusion, key=lambda t: (t == "none", t))},
+               "defects": {}}
+        for defect in sorted({d for d, _, _ in self.truths}):
+            hits = [o == "detected" for d, _, o in self.truths if d == defect]
+            out["defects"][defect] = {"truths": len(hits), "detected": sum(hits),
+                                      "recall": _ratio(sum(hits), len(hits))}
+        buckets = _buckets([a for _, a, _ in self.truths])
+        if len(buckets) > 1:
+            out["amplitudes"] = []
+            for b in buckets:
+                mine = [o for _, a, o in self.truths if _in_bucket(a, b)]
+                above = [o for _, a, o in self.truths if a >= b[0]]
+                brow = {"amplitude_sigma": b[0]}
+                if b[1] is not None:
+                    brow["amplitude_below"] = b[1]
+                brow.update({"truths": len(mine), "detected": mine.count("detected"),
+                             "recall": _ratio(mine.count("detected"), len(mine)),
+                             "wrong_defect": mine.count("wrong_defect"),
+                             "recall_at_or_above": _ratio(above.count("detected"), len(above))})
+                out["amplitudes"].append(brow)
+        return out
+
+
 def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
           tolerance_s: float = DEFAULT_TOLERANCE_S) -> dict:
     """Score many files: event-level recall, precision, F1, false events and delay.
@@ -278,10 +395,27 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
         ``overall.false_events`` includes every false event: those of clean files, those
         attributed to a kind, and those on channels of anomaly files whose truths are
         absent or of several kinds (``overall.false_events_without_truth``).
+        Bearing-defect truths (:data:`~telemetry_lab.generate.BEARING_KINDS`) are scored
+        by the bearing verdicts (result ``bearing.channels[ch].verdict``), not by events
+        (:data:`BEARING_RULES`), and stay out of ``overall``; their events on the defect's
+        channel are false events without a truth. ``kinds["bearing_defect"]`` (present
+        when there is a bearing truth or an assessed channel) has ``truths, detected,
+        recall, missed, wrong_defect, not_assessed``; ``clean_channels`` (assessed
+        channels without a bearing truth), ``false_calls`` on them and
+        ``false_call_rate``; ``precision`` = detected / (detected + false calls + wrong
+        defects) and ``f1``; ``clean_sites`` (files without bearing truths with an
+        assessed channel), ``site_false_calls`` and ``site_false_call_rate`` (the file's
+        bearing verdict names a defect); ``confusion[truth defect][verdict]`` counts,
+        with truth ``none`` for the clean channels and verdict ``not_assessed`` for
+        channels without a verdict; ``defects[defect]`` with ``truths, detected,
+        recall``; and, when amplitudes vary, ``amplitudes`` buckets with ``truths,
+        detected, recall, wrong_defect, recall_at_or_above``. A clean file has no truth
+        of any kind.
         Ratios with a zero denominator are ``None``.
     """
     overall = _Tally()
     kinds: dict[str, _Tally] = {}
+    bearing = _BearingTally()
     # kind, amplitude, detected, delay, role, chance of a random hit
     per_truth: list[tuple[str, float, bool, float | None, str | None, float | None]] = []
     unattributed = 0
@@ -291,10 +425,15 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
         source = result.get("source") if isinstance(result, Mapping) else None
         try:
             events = result["events"]
-            anomalies = truth["anomalies"]
+            every_truth = truth["anomalies"]
             rows = int(truth["rows"])
         except (KeyError, TypeError) as exc:
             raise DataError(f"result or truth document lacks {exc}", file=source) from None
+        _check_items(every_truth, _TRUTH_KEYS, "anomalies", source)
+        # Bearing defects span the whole file and are judged by the bearing verdict: matched
+        # against events they would make every event on their channel a true one.
+        anomalies = [t for t in every_truth if t["kind"] not in BEARING_KINDS]
+        bearing.add_file(result, [t for t in every_truth if t["kind"] in BEARING_KINDS], source)
         if result.get("rows") is not None and int(result["rows"]) != rows:
             raise DataError(f"result has {result['rows']} rows but its truth sidecar "
                             f"{truth.get('site_id')!r} describes {rows}: results and data "
@@ -339,9 +478,9 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
             ks = channel_kinds.get(ch, set())
             if len(ks) == 1:
                 kinds[next(iter(ks))].false_events += n
-            elif anomalies:
+            elif every_truth:
                 unattributed += n
-        if not anomalies:
+        if not every_truth:
             clean["files"] += 1
             clean["rows"] += rows
             clean["false_events"] += sum(false_by_channel.values())
@@ -380,12 +519,15 @@ def score(pairs: Iterable[tuple[Mapping, Mapping]], *,
                 row["roles"][role] = {"truths": len(hits), "detected": sum(hits),
                                       "recall": _ratio(sum(hits), len(hits))}
         kind_rows[kind] = row
+    if bearing.truths or bearing.clean_channels:
+        kind_rows[_BEARING_KIND] = bearing.row()
     overall_row = overall.row()
     overall_row["false_events_without_truth"] = unattributed
     return {
         "files": files,
         "tolerance_s": tolerance_s,
         "rules": MATCHING_RULES,
+        "bearing_rules": BEARING_RULES,
         "overall": overall_row,
         "kinds": kind_rows,
         "clean": {**clean,
@@ -500,7 +642,8 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def format_table(table: Mapping) -> str:
-    """The score table as fixed-width text, one row per kind, amplitude bucket and overall."""
+    """The score table as fixed-width text: one row per event kind, amplitude bucket and
+    overall, then the bearing-defect row (:func:`format_bearing`) if the table has one."""
     head = (f"{'kind':<17}{'amp':>7}{'truths':>8}{'det':>6}{'recall':>8}{'>=amp':>7}"
             f"{'chance':>7}{'events':>8}{'true':>7}{'false':>7}{'prec':>7}{'F1':>7}"
             f"{'delay s':>9}{'p90 s':>8}")
@@ -515,6 +658,8 @@ def format_table(table: Mapping) -> str:
             f"{_fmt(r['delay_median_s'], '.3f'):>9}{_fmt(r['delay_p90_s'], '.3f'):>8}")
 
     for kind, r in table["kinds"].items():
+        if kind in BEARING_KINDS:
+            continue
         line(kind, "all", r)
         for b in r.get("amplitudes", []):
             amp = _fmt(b["amplitude_sigma"], "g") + ("+" if "amplitude_below" in b else "")
@@ -533,6 +678,8 @@ def format_table(table: Mapping) -> str:
                  f"per clean file {_fmt(c['false_events_per_clean_file'], '.2f')}, "
                  f"per {CLEAN_ROWS_UNIT:,} clean rows "
                  f"{_fmt(c['false_events_per_clean_500k_rows'], '.2f')}")
+    if _BEARING_KIND in table["kinds"]:
+        lines += ["", *format_bearing(table["kinds"][_BEARING_KIND])]
     tr = table["truncated"]
     if tr["channels"]:
         lines.append(f"note: {tr['channels']} channels in {tr['files']} files were truncated to "
@@ -549,6 +696,36 @@ def format_table(table: Mapping) -> str:
                  f"each side; amp = amplitude in noise sigmas; >=amp = recall over truths at or "
                  f"above it; chance = recall the false events would reach at random")
     return "\n".join(lines)
+
+
+def format_bearing(r: Mapping) -> list[str]:
+    """Text lines of the ``bearing_defect`` row: per amplitude and defect, the confusion
+    of truth defect and verdict, and the false calls."""
+    head = (f"{'bearing_defect':<17}{'amp':>7}{'truths':>8}{'det':>6}{'recall':>8}{'>=amp':>7}"
+            f"{'wrong':>7}")
+    lines = [head, "-" * len(head)]
+
+    def line(name, amp, b, above=None):
+        lines.append(f"{name:<17}{amp:>7}{b['truths']:>8}{b['detected']:>6}"
+                     f"{_fmt(b['recall']):>8}{_fmt(above):>7}{b['wrong_defect']:>7}")
+
+    line("", "all", r)
+    for b in r.get("amplitudes", []):
+        amp = _fmt(b["amplitude_sigma"], "g") + ("+" if "amplitude_below" in b else "")
+        line("", amp, b, b["recall_at_or_above"])
+    if r["defects"]:
+        lines.append("  recall by defect: " + ", ".join(
+            f"{d} {_fmt(x['recall'], '.2f')} ({x['detected']}/{x['truths']})"
+            for d, x in r["defects"].items()))
+    for truth_defect, calls in r["confusion"].items():
+        lines.append(f"  truth {truth_defect:<11} -> " + ", ".join(
+            f"{called} {n}" for called, n in calls.items()))
+    lines.append(f"  missed {r['missed']}, wrong defect {r['wrong_defect']}, not assessed "
+                 f"{r['not_assessed']}; false calls {r['false_calls']} on {r['clean_channels']} "
+                 f"assessed clean channels (rate {_fmt(r['false_call_rate'])}); precision "
+                 f"{_fmt(r['precision'])}, F1 {_fmt(r['f1'])}; site-level false calls "
+                 f"{r['site_false_calls']} on {r['clean_sites']} files without a bearing truth")
+    return lines
 
 
 def write_json(table: Mapping, uri: str) -> None:
@@ -584,7 +761,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         description="Match each file's events to its <stem>.truth.json sidecar per channel by "
                     "overlap in time and print event-level precision, recall, F1, false "
                     "events per clean file and detection delay, per anomaly kind and "
-                    "amplitude and overall.")
+                    "amplitude and overall; and bearing defects by the channels' bearing "
+                    "verdicts: recall, wrong defects and false calls on clean channels.")
     e.add_argument("--manifest", required=True, help="manifest of the generated files")
     e.add_argument("--results", required=True, help="results root (folder or s3:// prefix)")
     e.add_argument("--run-id", default="latest", help="run to score (default: latest)")

@@ -336,3 +336,125 @@ def test_telemetry_lab_evaluate_on_the_command_line(tiny_set):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "overall" in p.stdout and "clean files: 1" in p.stdout
+
+
+# -- bearing defects -----------------------------------------------------------------------
+
+def bearing(verdicts, site="none"):
+    """A result's ``bearing`` section: channel -> verdict defect (None: not assessed)."""
+    return {"verdict": {"defect": site, "channel": None, "score_db": None},
+            "channels": {ch: {"verdict": None if d is None else {"defect": d, "score_db": 9.0}}
+                         for ch, d in verdicts.items()},
+            "skipped": None}
+
+
+def btr(channel, defect, amp, rows=1000):
+    return {**tr(channel, "bearing_defect", 0, (rows - 1) * 10**6, amp), "defect": defect}
+
+
+def _bearing_files():
+    """A: four defects (found, taken for another defect, called none, channel without a
+    verdict), a cage call on clean v4, clean v5, unassessed v6, and an event on v0.
+    B: no truth, outer race called on v1 and for the site. C: no truth, no bearing
+    section. D: no truth, one clean verdict. F: a spike found by an event, v0 clean."""
+    a = doc([ev("v0", 5 * 10**6, 5 * 10**6)])
+    a["bearing"] = bearing({"v0": "outer_race", "v1": "ball", "v2": "none", "v3": None,
+                            "v4": "cage", "v5": "none", "v6": None}, site="outer_race")
+    a_truth = truth([btr("v0", "outer_race", 3), btr("v1", "inner_race", 3),
+                     btr("v2", "ball", 8), btr("v3", "outer_race", 8)])
+    b = doc([])
+    b["bearing"] = bearing({"v0": "none", "v1": "outer_race"}, site="outer_race")
+    c = doc([])
+    c["bearing"] = None
+    d = doc([])
+    d["bearing"] = bearing({"v0": "none"})
+    f = doc([ev("s", 100, 100)])
+    f["bearing"] = bearing({"v0": "none"})
+    return [(a, a_truth), (b, truth([])), (c, truth([])), (d, truth([])),
+            (f, truth([tr("s", "spike", 100, 100, 8)]))]
+
+
+def test_bearing_defects_scored_by_verdict_worked_by_hand():
+    t = evaluate.score(_bearing_files(), tolerance_s=0)
+    b = t["kinds"]["bearing_defect"]
+    assert (b["truths"], b["detected"], b["wrong_defect"], b["missed"], b["not_assessed"]) == \
+        (4, 1, 1, 1, 1)
+    assert b["recall"] == 0.25
+    # assessed channels without a bearing truth: A v4, v5; B v0, v1; D v0; F v0
+    assert (b["clean_channels"], b["false_calls"]) == (6, 2)
+    assert b["false_call_rate"] == pytest.approx(1 / 3)
+    assert b["precision"] == 0.25  # 1 / (1 detected + 2 false calls + 1 wrong defect)
+    assert b["f1"] == 0.25
+    # files without a bearing truth and with a verdict: B (outer race called), D, F
+    assert (b["clean_sites"], b["site_false_calls"]) == (3, 1)
+    assert b["site_false_call_rate"] == pytest.approx(1 / 3)
+    assert b["confusion"] == {"ball": {"none": 1}, "inner_race": {"ball": 1},
+                              "outer_race": {"not_assessed": 1, "outer_race": 1},
+                              "none": {"cage": 1, "none": 4, "outer_race": 1}}
+    assert list(b["confusion"])[-1] == "none"
+    assert b["defects"] == {"ball": {"truths": 1, "detected": 0, "recall": 0.0},
+                            "inner_race": {"truths": 1, "detected": 0, "recall": 0.0},
+                            "outer_race": {"truths": 2, "detected": 1, "recall": 0.5}}
+    assert b["amplitudes"] == [
+        {"amplitude_sigma": 3.0, "truths": 2, "detected": 1, "recall": 0.5, "wrong_defect": 1,
+         "recall_at_or_above": 0.25},
+        {"amplitude_sigma": 8.0, "truths": 2, "detected": 0, "recall": 0.0, "wrong_defect": 0,
+         "recall_at_or_above": 0.0}]
+    # events: only F's spike is an event truth; A's event on the defect channel is false and
+    # belongs to no kind; A is not a clean file (it has truths), B, C and D are.
+    o = t["overall"]
+    assert (o["truths"], o["detected"], o["true_events"], o["false_events"]) == (1, 1, 1, 1)
+    assert o["false_events_without_truth"] == 1
+    assert set(t["kinds"]) == {"spike", "bearing_defect"}
+    assert t["kinds"]["spike"]["false_events"] == 0
+    assert (t["clean"]["files"], t["clean"]["false_events"]) == (3, 0)
+    assert "bearing verdict" in t["bearing_rules"]
+    json.dumps(t, allow_nan=False)
+
+
+def test_bearing_row_in_the_text_table():
+    text = evaluate.format_table(evaluate.score(_bearing_files(), tolerance_s=0))
+    assert "bearing_defect" not in text[:text.index("\noverall")]  # not among event kinds
+    lines = text.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("bearing_defect"))
+    assert lines[head].split()[:4] == ["bearing_defect", "amp", "truths", "det"]
+    assert lines[head + 2].split()[:4] == ["all", "4", "1", "0.250"]
+    assert "truth inner_race  -> ball 1" in text
+    assert "false calls 2 on 6 assessed clean channels" in text
+    assert "site-level false calls 1 on 3 files" in text
+
+
+def test_no_bearing_row_without_bearing_truths_or_verdicts():
+    t = evaluate.score(_three_files(), tolerance_s=0)
+    assert "bearing_defect" not in t["kinds"]
+    assert "bearing_defect" not in evaluate.format_table(t)
+
+
+def test_bearing_truth_without_defect_is_refused():
+    item = tr("v0", "bearing_defect", 0, 10, 3)
+    with pytest.raises(DataError, match="names no defect") as info:
+        evaluate.score([(doc([], source="r/b.json"), truth([item]))])
+    assert info.value.file == "r/b.json" and info.value.channel == "v0"
+
+
+def test_generated_outer_race_defect_is_found_and_clean_site_has_no_false_call(tmp_path):
+    """The generator, the analysis with default params and the scorer end to end: 5 s at
+    12 kHz, an outer-race defect of 5 noise sigmas on sensor_04 and a clean site."""
+    from telemetry_lab import analyse_file
+    from telemetry_lab.generate import BEARING_FS
+    from telemetry_lab.layout import default_layout
+
+    rows = 60_000
+    specs = [SiteSpec("defect", "eu-west", rows, seed=3, index=0, fs=BEARING_FS, anomalies=(
+                 Anomaly("bearing_defect", "sensor_04", 0.0, rows / BEARING_FS, 5.0,
+                         "outer_race"),)),
+             SiteSpec("clean", "eu-west", rows, seed=3, index=1, fs=BEARING_FS)]
+    generate(specs, str(tmp_path), workers=1)
+    pairs = [(analyse_file(str(tmp_path / f"{s.stem}.parquet"), AnalysisParams()),
+              json.loads((tmp_path / f"{s.stem}.truth.json").read_text())) for s in specs]
+    b = evaluate.score(pairs)["kinds"]["bearing_defect"]
+    vibration = len(default_layout().by_role("vibration"))
+    assert (b["truths"], b["detected"], b["recall"]) == (1, 1, 1.0)
+    assert b["clean_channels"] == 2 * vibration - 1  # every vibration channel assessed
+    assert (b["false_calls"], b["site_false_calls"], b["clean_sites"]) == (0, 0, 1)
+    assert b["precision"] == 1.0

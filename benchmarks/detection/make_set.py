@@ -32,8 +32,18 @@ Amplitudes are in standard deviations of the channel's Gaussian noise
   90 s is about the steepest slope of the temperature drift itself (the fleet uses
   200-420).
 
+The bearing part lives in its own folder, ``<out>/bearing`` with its own manifest, so
+that the event part's files, scores and published tables stay as they were. It is
+sampled at ``generate.BEARING_FS`` (12 kHz) and judged by the bearing verdicts:
+
+* ``bearing-NN``: a bearing defect on one vibration channel of each of the 3 spindles
+  (the other 6 vibration channels are clean); over 6 sites every defect (outer race,
+  inner race, ball) appears twice at every amplitude of ``BEARING_LADDER``, on varying
+  spindles and axes.
+* ``bearing-clean-NN``: no anomaly; every defect called on them is a false call.
+
     python benchmarks/detection/make_set.py [--out build/detection-set] [--rows 500000]
-        [--small] [--workers 2]
+        [--part events|bearing|both] [--bearing-rows 240000] [--small] [--workers 2]
 """
 
 from __future__ import annotations
@@ -47,8 +57,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from telemetry_lab import storage
-from telemetry_lab.generate import (ANOMALY_KINDS, KIND_MODEL, REGIONS, Anomaly, SiteSpec,
-                                    generate)
+from telemetry_lab.generate import (ANOMALY_KINDS, BEARING_DEFECTS, BEARING_FS, KIND_MODEL,
+                                    REGIONS, Anomaly, SiteSpec, generate)
 from telemetry_lab.layout import default_layout
 
 #: Amplitude ladders, noise standard deviations (see the module docstring).
@@ -85,6 +95,16 @@ MIXED_KIND_OF_ROLE = {
 }
 
 
+#: Bearing-defect amplitudes: the bottom, middle and top of the fleet's range
+#: ``KIND_MODEL["bearing_defect"]["amplitude"]`` (3-8 noise sigmas of impact peak).
+BEARING_LADDER: tuple[float, ...] = (3.0, 5.0, 8.0)
+#: Subfolder of the set holding the bearing part.
+BEARING_DIR = "bearing"
+#: Added to the site index of bearing sites, so that with the set's seed they draw other
+#: spindle speeds and resonances than the event part's sites.
+BEARING_INDEX_OFFSET = 1000
+
+
 @dataclass(frozen=True)
 class SetConfig:
     """What determines the set; stored as ``set.json`` beside the manifest."""
@@ -100,6 +120,26 @@ class SetConfig:
     def small(cls) -> "SetConfig":
         """A few short files: for a smoke run, not for quoting numbers."""
         return cls(rows=120_000, clean_sites=2, spike_sites=1, mixed_sites=1)
+
+
+@dataclass(frozen=True)
+class BearingSetConfig:
+    """What determines the bearing part; stored as ``<out>/bearing/set.json``.
+
+    240,000 rows at 12 kHz are 20 s of signal: about 3 s of analysis per file with the
+    envelope, against 7 s for 500,000.
+    """
+
+    rows: int = 240_000
+    defect_sites: int = 6
+    clean_sites: int = 3
+    seed: int = 2026
+    fs: float = BEARING_FS
+
+    @classmethod
+    def small(cls) -> "BearingSetConfig":
+        """One site per spindle rotation and one clean site, 5 s each: a smoke run."""
+        return cls(rows=60_000, defect_sites=3, clean_sites=1)
 
 
 def _channel_plan(kind: str, ladder, durations, rung: int, duration_rung: int,
@@ -171,23 +211,70 @@ def build_specs(cfg: SetConfig, *, ladders: dict[str, tuple[float, ...]] | None 
     return specs
 
 
-def make_set(out: str, cfg: SetConfig = SetConfig(), *, workers: int = 2,
-             progress: bool = False) -> dict:
-    """Generate the set into ``out`` (folder or ``s3://`` prefix) with its manifest and
-    ``set.json``; returns the manifest."""
-    specs = build_specs(cfg)
+def build_bearing_specs(cfg: BearingSetConfig) -> list[SiteSpec]:
+    """The site specs of the bearing part, defect sites first.
+
+    Site ``n`` carries one defect per spindle ``k``: defect ``(n + k) mod 3``, amplitude
+    rung ``k + n // 3`` (mod the ladder), on axis ``(n + 2k) mod 3``. Every 3 sites give
+    each (defect, amplitude) pair once; the next 3 shift the amplitudes by one spindle, so
+    6 sites hold each pair twice, on two spindles.
+    """
+    vibration = [c.name for c in default_layout(cfg.fs).by_role("vibration")]
+    spindles = len(vibration) // 3
+    duration_s = cfg.rows / cfg.fs
+    specs: list[SiteSpec] = []
+
+    def add(name: str, anomalies: tuple[Anomaly, ...]) -> None:
+        i = len(specs)
+        specs.append(SiteSpec(site_id=name, region=REGIONS[i % len(REGIONS)], rows=cfg.rows,
+                              seed=cfg.seed, index=BEARING_INDEX_OFFSET + i, fs=cfg.fs,
+                              anomalies=anomalies))
+
+    for n in range(cfg.defect_sites):
+        anomalies = []
+        for k in range(spindles):
+            defect = BEARING_DEFECTS[(n + k) % len(BEARING_DEFECTS)]
+            amp = BEARING_LADDER[(k + n // 3) % len(BEARING_LADDER)]
+            channel = vibration[3 * k + (n + 2 * k) % 3]
+            anomalies.append(Anomaly("bearing_defect", channel, 0.0, duration_s, amp, defect))
+        add(f"bearing-{n:02d}", tuple(anomalies))
+    for n in range(cfg.clean_sites):
+        add(f"bearing-clean-{n:02d}", ())
+    return specs
+
+
+def _write(out: str, specs: list[SiteSpec], cfg, workers: int, progress: bool) -> dict:
     manifest = generate(specs, out, workers=workers, progress=progress)
     storage.write_bytes(storage.join(out, "set.json"),
                         (json.dumps(asdict(cfg), indent=1) + "\n").encode())
     return manifest
 
 
-def existing_config(out: str) -> SetConfig | None:
-    """The config of a complete set already in ``out``, or None."""
+def make_set(out: str, cfg: SetConfig = SetConfig(), *, workers: int = 2,
+             progress: bool = False) -> dict:
+    """Generate the event part into ``out`` (folder or ``s3://`` prefix) with its
+    manifest and ``set.json``; returns the manifest."""
+    return _write(out, build_specs(cfg), cfg, workers, progress)
+
+
+def make_bearing_set(out: str, cfg: BearingSetConfig = BearingSetConfig(), *,
+                     workers: int = 2, progress: bool = False) -> dict:
+    """Generate the bearing part into ``out`` (the set's ``bearing`` folder, see
+    :func:`bearing_dir`) with its manifest and ``set.json``; returns the manifest."""
+    return _write(out, build_bearing_specs(cfg), cfg, workers, progress)
+
+
+def bearing_dir(set_dir: str) -> str:
+    """Where the bearing part of the set in ``set_dir`` lives."""
+    return storage.join(set_dir, BEARING_DIR)
+
+
+def existing_config(out: str, config_class=SetConfig):
+    """The config (a ``config_class``) of a complete set already in ``out``, or None."""
     cfg_uri = storage.join(out, "set.json")
     if not (storage.exists(cfg_uri) and storage.exists(storage.join(out, "manifest.json"))):
         return None
-    return SetConfig(**json.loads(storage.read_bytes(cfg_uri)))
+    return config_class(**json.loads(storage.read_bytes(cfg_uri)))
 
 
 def describe(specs: list[SiteSpec]) -> str:
@@ -195,8 +282,9 @@ def describe(specs: list[SiteSpec]) -> str:
     counts: dict[str, dict[float, int]] = {}
     for s in specs:
         for a in s.anomalies:
-            counts.setdefault(a.kind, {}).setdefault(a.amplitude, 0)
-            counts[a.kind][a.amplitude] += 1
+            kind = a.kind if a.defect is None else f"{a.kind} {a.defect}"
+            counts.setdefault(kind, {}).setdefault(a.amplitude, 0)
+            counts[kind][a.amplitude] += 1
     lines = [f"{len(specs)} sites: {sum(1 for s in specs if not s.anomalies)} clean, "
              f"{sum(len(s.anomalies) for s in specs)} anomalies"]
     for kind in sorted(counts):
@@ -207,9 +295,15 @@ def describe(specs: list[SiteSpec]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="build/detection-set", help="folder or s3:// prefix")
-    p.add_argument("--rows", type=int, help="rows per file (default 500,000; 120,000 with --small)")
-    p.add_argument("--small", action="store_true", help="4 short files, for a smoke run")
+    p.add_argument("--out", default="build/detection-set", help="folder or s3:// prefix; the "
+                   f"bearing part goes to its {BEARING_DIR!r} folder")
+    p.add_argument("--part", choices=("events", "bearing", "both"), default="both",
+                   help="which part of the set to generate (default both)")
+    p.add_argument("--rows", type=int, help="rows per file of the event part (default 500,000; "
+                   "120,000 with --small)")
+    p.add_argument("--bearing-rows", type=int, help="rows per file of the bearing part "
+                   "(default 240,000 = 20 s at 12 kHz; 60,000 with --small)")
+    p.add_argument("--small", action="store_true", help="4 + 4 short files, for a smoke run")
     p.add_argument("--clean-sites", type=int)
     p.add_argument("--spike-sites", type=int)
     p.add_argument("--mixed-sites", type=int)
@@ -221,11 +315,21 @@ def main(argv: list[str] | None = None) -> int:
                                    "spike_sites": a.spike_sites, "mixed_sites": a.mixed_sites,
                                    "seed": a.seed}.items() if v is not None}
     cfg = SetConfig(**{**asdict(cfg), **overrides})
-    print(describe(build_specs(cfg)))
-    t0 = time.perf_counter()
-    manifest = make_set(a.out, cfg, workers=a.workers, progress=sys.stderr.isatty())
-    print(f"wrote {manifest['total_files']} files x {cfg.rows:,} rows to {a.out} in "
-          f"{time.perf_counter() - t0:.0f} s; manifest {storage.join(a.out, 'manifest.json')}")
+    bcfg = BearingSetConfig.small() if a.small else BearingSetConfig()
+    boverrides = {k: v for k, v in {"rows": a.bearing_rows, "seed": a.seed}.items()
+                  if v is not None}
+    bcfg = BearingSetConfig(**{**asdict(bcfg), **boverrides})
+    parts = []
+    if a.part in ("events", "both"):
+        parts.append((a.out, build_specs(cfg), cfg))
+    if a.part in ("bearing", "both"):
+        parts.append((bearing_dir(a.out), build_bearing_specs(bcfg), bcfg))
+    for out, specs, c in parts:
+        print(describe(specs))
+        t0 = time.perf_counter()
+        manifest = _write(out, specs, c, a.workers, sys.stderr.isatty())
+        print(f"wrote {manifest['total_files']} files x {c.rows:,} rows to {out} in "
+              f"{time.perf_counter() - t0:.0f} s; manifest {storage.join(out, 'manifest.json')}")
     return 0
 
 

@@ -10,9 +10,14 @@ never reused, so a changed detector is always measured.
     python benchmarks/detection/run.py --preset default --params my.json
     python benchmarks/detection/run.py --small               # smoke run, 4 short files
     python benchmarks/detection/run.py --markdown            # also README tables
+    python benchmarks/detection/run.py --part bearing        # only the 12 kHz bearing part
 
-The full set (30 files x 500,000 rows) took 256 s to generate and 121 s to analyse with
-the seed preset on 2 cores shared with other jobs.
+The set has two parts, each analysed and scored as a run of its own (``--part``, default
+both): the event part (``<set>``, scores ``<set>/scores-<label>.json``) and the bearing
+part (``<set>/bearing``, scores ``<set>/bearing/scores-<label>.json``), so that the
+event part's numbers do not change with the bearing sites. The event part (30 files x
+500,000 rows) took 256 s to generate and 121 s to analyse with the seed preset on 2
+cores shared with other jobs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import make_set
 from telemetry_lab import jobs, storage
 from telemetry_lab.evaluate import (CLEAN_ROWS_UNIT, DEFAULT_TOLERANCE_S, amplitude_floor,
                                     evaluate_run, format_table, write_json)
+from telemetry_lab.generate import BEARING_DEFECTS, BEARING_KINDS
 from telemetry_lab.params import AnalysisParams
 
 
@@ -36,7 +42,48 @@ def _fmt(v, spec=".3f") -> str:
 
 
 def format_markdown(table: dict, label: str) -> str:
-    """README tables: a one-line summary and recall per kind and amplitude."""
+    """README tables: for event kinds a one-line summary and recall per kind and
+    amplitude; for bearing defects (:func:`format_bearing_markdown`) recall per amplitude
+    and the verdicts per injected defect."""
+    event_kinds = {k: r for k, r in table["kinds"].items() if k not in BEARING_KINDS}
+    parts = [format_event_markdown(table, event_kinds, label)] if event_kinds else []
+    parts += [format_bearing_markdown(table["kinds"][k], label) for k in BEARING_KINDS
+              if k in table["kinds"]]
+    return "\n\n".join(parts)
+
+
+def format_bearing_markdown(r: dict, label: str) -> str:
+    """The bearing-defect row: summary, recall per amplitude, confusion of truth and verdict."""
+    lines = [
+        f"**{label}, bearing defects**: recall {_fmt(r['recall'])} ({r['detected']}/{r['truths']}; "
+        f"{r['wrong_defect']} wrong defect, {r['missed']} none, {r['not_assessed']} not assessed), "
+        f"precision {_fmt(r['precision'])}, {r['false_calls']} false calls on "
+        f"{r['clean_channels']} assessed clean channels, {r['site_false_calls']} site-level "
+        f"false calls on {r['clean_sites']} files without a defect",
+    ]
+    if r["truths"]:
+        lines += ["", "| amplitude σ | truths | recall | recall ≥ amplitude | wrong defect |",
+                  "|---:|---:|---:|---:|---:|"]
+    for b in r.get("amplitudes", [r] if r["truths"] else []):
+        lines.append(f"| {_fmt(b.get('amplitude_sigma'), 'g')} | {b['truths']} | "
+                     f"{_fmt(b['recall'], '.2f')} | {_fmt(b.get('recall_at_or_above'), '.2f')} | "
+                     f"{b['wrong_defect']} |")
+    order = BEARING_DEFECTS + ("cage", "none", "not_assessed")
+    present = {v for row in r["confusion"].values() for v in row}
+    called = [v for v in order if v in present] + sorted(present - set(order))
+    lines += ["", "| injected (rows) / verdict (columns) | "
+              + " | ".join(v.replace("_", " ") for v in called) + " | recall |",
+              "|---|" + "---:|" * (len(called) + 1)]
+    for truth, row in r["confusion"].items():
+        recall = r["defects"].get(truth, {}).get("recall") if truth != "none" else None
+        lines.append(f"| {truth.replace('_', ' ')} | "
+                     + " | ".join(str(row.get(v, 0)) for v in called)
+                     + f" | {_fmt(recall, '.2f')} |")
+    return "\n".join(lines)
+
+
+def format_event_markdown(table: dict, kinds: dict, label: str) -> str:
+    """Event kinds: a one-line summary and recall per kind and amplitude."""
     o, c = table["overall"], table["clean"]
     lines = [
         f"**{label}**: recall {_fmt(o['recall'])}, precision {_fmt(o['precision'])}, "
@@ -48,7 +95,7 @@ def format_markdown(table: dict, label: str) -> str:
         "median delay s | p90 delay s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for kind, r in table["kinds"].items():
+    for kind, r in kinds.items():
         for b in r.get("amplitudes", [r]):
             lines.append(
                 f"| {kind} | {_fmt(b.get('amplitude_sigma'), 'g')} | {b['truths']} | "
@@ -57,7 +104,7 @@ def format_markdown(table: dict, label: str) -> str:
                 f"{_fmt(b['delay_median_s'], '.2f')} | {_fmt(b['delay_p90_s'], '.2f')} |")
     lines += ["", "| kind | events | true | false | precision | F1 | amplitude floor "
               "(recall ≥ 0.95 at and above) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for kind, r in table["kinds"].items():
+    for kind, r in kinds.items():
         floor = amplitude_floor(table, kind)
         lines.append(f"| {kind} | {r['events']} | {r['true_events']} | {r['false_events']} | "
                      f"{_fmt(r['precision'], '.3f')} | {_fmt(r['f1'], '.3f')} | "
@@ -107,30 +154,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", action="append", default=[],
                    help="params JSON file (repeatable), labelled by its file name")
     p.add_argument("--small", action="store_true", help="the small set, for a smoke run")
+    p.add_argument("--part", choices=("events", "bearing", "both"), default="both",
+                   help="which part of the set to analyse and score (default both)")
     p.add_argument("--regenerate", action="store_true", help="rebuild the set even if present")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tolerance-s", type=float, default=DEFAULT_TOLERANCE_S)
     p.add_argument("--markdown", action="store_true", help="also print the README tables")
     a = p.parse_args(argv)
-    cfg = make_set.SetConfig.small() if a.small else make_set.SetConfig()
     set_dir = a.set_dir or ("build/detection-set-small" if a.small else "build/detection-set")
     runs = [(name, AnalysisParams.preset(name)) for name in (a.preset or ([] if a.params else
                                                                           ["seed", "default"]))]
     runs += [(Path(f).stem, AnalysisParams.load(f)) for f in a.params]
+    # (name, folder, config, its specs, generator) per part
+    parts = []
+    if a.part in ("events", "both"):
+        cfg = make_set.SetConfig.small() if a.small else make_set.SetConfig()
+        parts.append(("events", set_dir, cfg, make_set.build_specs, make_set.make_set))
+    if a.part in ("bearing", "both"):
+        cfg = make_set.BearingSetConfig.small() if a.small else make_set.BearingSetConfig()
+        parts.append(("bearing", make_set.bearing_dir(set_dir), cfg, make_set.build_bearing_specs,
+                      make_set.make_bearing_set))
 
-    if a.regenerate or make_set.existing_config(set_dir) != cfg:
-        print(make_set.describe(make_set.build_specs(cfg)), flush=True)
-        t0 = time.perf_counter()
-        make_set.make_set(set_dir, cfg, workers=a.workers)
-        print(f"generated {set_dir} in {time.perf_counter() - t0:.0f} s", flush=True)
     markdown = []
-    for label, params in runs:
-        table = run_preset(set_dir, label, params, workers=a.workers, tolerance_s=a.tolerance_s)
-        print(f"\n== {label}: {table['files']} files, analysis {table['analysis']['wall_s']} s "
-              f"wall, {table['analysis']['median_file_s']} s median per file ==")
-        print(format_table(table))
-        print(f"written to {storage.join(set_dir, f'scores-{label}.json')}", flush=True)
-        markdown.append(format_markdown(table, label))
+    for part, folder, cfg, build, make in parts:
+        if a.regenerate or make_set.existing_config(folder, type(cfg)) != cfg:
+            print(make_set.describe(build(cfg)), flush=True)
+            t0 = time.perf_counter()
+            make(folder, cfg, workers=a.workers)
+            print(f"generated {folder} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for label, params in runs:
+            table = run_preset(folder, label, params, workers=a.workers, tolerance_s=a.tolerance_s)
+            print(f"\n== {label}, {part} part: {table['files']} files, analysis "
+                  f"{table['analysis']['wall_s']} s wall, {table['analysis']['median_file_s']} s "
+                  f"median per file ==")
+            print(format_table(table))
+            print(f"written to {storage.join(folder, f'scores-{label}.json')}", flush=True)
+            markdown.append(format_markdown(table, label))
     if a.markdown:
         print("\n" + "\n\n".join(markdown))
     return 0
