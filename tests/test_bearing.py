@@ -149,6 +149,64 @@ def test_missing_samples_are_skipped_and_counted():
     assert math.isfinite(doc["kurtosis"])
 
 
+def envelope_reference(x, acc):
+    """The envelope spectrum and kurtogram by the method in the module docstring, one
+    segment and one band at a time with numpy.fft: an oracle for the batched code."""
+    plan = acc.plan
+    L = plan.nperseg
+    window = np.sin(np.pi * np.arange(L) / L) ** 2  # periodic Hann
+    nb = len(plan.bands)
+    ses, s2, s4 = np.zeros((nb, plan.nbins)), np.zeros(nb), np.zeros(nb)
+    used = skipped = 0
+    for start in range(0, len(x) - L + 1, L // 2):
+        seg = x[start:start + L]
+        if np.isnan(seg).any():
+            skipped += 1
+            continue
+        used += 1
+        spec = np.fft.rfft((seg - seg.mean()) * window)
+        for j, b in enumerate(plan.bands):
+            e = np.abs(np.fft.ifft(spec[b.k1:b.k2], n=b.nfft)) ** 2 * (2.0 * b.nfft / L) ** 2
+            m = np.arange(math.ceil(b.nfft / 4), math.ceil(3 * b.nfft / 4))
+            ec = e[m] / np.sin(np.pi * m / b.nfft) ** 4
+            s2[j] += ec.sum()
+            s4[j] += (ec * ec).sum()
+            ses[j] += np.abs(np.fft.rfft(e)[:plan.nbins]) ** 2
+    central = np.array([math.ceil(3 * b.nfft / 4) - math.ceil(b.nfft / 4) for b in plan.bands])
+    kurt = s4 / s2 ** 2 * central * used - 2
+    j = int(np.argmax(kurt))
+    amp = np.sqrt(ses[j] / used) * 2.0 / (3.0 * plan.bands[j].nfft / 8.0)
+    amp[0] /= 2.0
+    return amp, {(b.lo_hz, b.hi_hz): k for b, k in zip(plan.bands, kurt)}, used, skipped
+
+
+@pytest.mark.parametrize("fs, n", [(1000.0, 150_000), (12000.0, 200_000)])
+def test_batched_segments_match_a_segment_by_segment_reference(fs, n):
+    """Many segments per update (several batches), a NaN run inside a batch, and chunks
+    both smaller and larger than a batch: same segments, same sums, as one at a time."""
+    x = machine_signal(n, fs, SHAFT, seed=5)
+    if fs == FS:
+        x += defect("outer_race", n)  # impacts, so that one band stands out in the kurtogram
+    x[n // 3:n // 3 + 7] = np.nan
+    whole = run(x, fs=fs)
+    acc = BearingAccumulator(fs, bearing=lookup_bearing(SKF), shaft_hz=SHAFT)
+    amp, kurt, used, skipped = envelope_reference(x, acc)
+    env = whole.spectrum
+    assert (env.segments, env.skipped_segments) == (used, skipped)
+    assert skipped == 2  # 7 samples away from a segment edge lie in two segments
+    assert used > acc._batch  # the signal spans more than one batch
+    np.testing.assert_allclose(env.amplitude, amp, rtol=1e-9, atol=1e-12 * amp.max())
+    assert len(env.kurtogram) == len(kurt)
+    for band in env.kurtogram:
+        assert band["kurtosis"] == pytest.approx(kurt[band["low_hz"], band["high_hz"]], rel=1e-9,
+                                                 abs=1e-9)
+    sizes = np.random.default_rng(4).choice([1_000, 5 * acc.plan.nperseg, 70 * acc.plan.nperseg],
+                                            size=30)
+    pieces = run(x, fs=fs, chunks=sizes)
+    np.testing.assert_array_equal(pieces.spectrum.amplitude, env.amplitude)
+    assert pieces.spectrum.kurtogram == env.kurtogram
+
+
 def test_squared_envelope_amplitude_is_calibrated():
     # x = (1 + m cos(2 pi fm t)) cos(2 pi fc t): squared envelope 1 + m^2/2 + 2m cos + m^2/2 cos(2.).
     acc = BearingAccumulator(FS, bearing=lookup_bearing(SKF), shaft_hz=SHAFT,
