@@ -190,7 +190,7 @@ def rules_report(doc: dict) -> dict:
 
     site = doc.get("site_id") or "the site"
     advice = {
-        "bearing_wear_risk": "inspect spindle bearings (vibration analysis, looseness, imbalance)",
+        "bearing_wear_risk": "inspect the bearings and their mounting (vibration analysis, looseness, imbalance)",
         "lubrication_risk": "check oil pressure, oil level and the lubrication pump",
         "thermal_risk": "check bearing cooling, coolant flow and motor load",
     }
