@@ -207,11 +207,16 @@ def _bearing_accumulators(layout: Layout, names: list[str], fs: float, params: A
         if m["bearing"] is not None:
             try:
                 spec = BearingSpec.from_dict(m["bearing"])
-            except ParamsError as exc:
-                raise DataError(f"layout metadata names a bad bearing: {exc.message}",
+            except (ParamsError, TypeError, ValueError, AttributeError) as exc:
+                raise DataError(f"layout metadata names a bad bearing: {exc}",
                                 file=uri, channel=n) from None
         try:
-            accs[n] = BearingAccumulator(fs, bearing=spec, shaft_hz=m["shaft_hz"],
+            shaft_hz = None if m["shaft_hz"] is None else float(m["shaft_hz"])
+        except (TypeError, ValueError):
+            raise DataError(f"layout metadata has a bad shaft speed {m['shaft_hz']!r:.40}",
+                            file=uri, channel=n) from None
+        try:
+            accs[n] = BearingAccumulator(fs, bearing=spec, shaft_hz=shaft_hz,
                                          settings=params.envelope_settings)
         except ParamsError as exc:
             # e.g. a 10-minute summary series: far too slow for envelope analysis.

@@ -184,9 +184,12 @@ def _timestamps_ns(col: pa.Array) -> np.ndarray:
 
 
 def _float_array(col: pa.Array) -> np.ndarray:
-    # Nulls become NaN: missing samples are handled as such downstream.
-    arr = col.to_numpy(zero_copy_only=False)
-    return arr.astype(np.float64, copy=False)
+    # Nulls become NaN, and so do infinities (a sensor's overflow code, not a reading):
+    # missing samples are left out downstream, where one inf would poison every sum.
+    arr = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if not np.isfinite(arr.sum()) and np.isinf(arr).any():
+        arr = np.where(np.isinf(arr), np.nan, arr)
+    return arr
 
 
 def _first_line(exc: BaseException) -> str:

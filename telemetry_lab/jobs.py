@@ -188,9 +188,9 @@ def _existing_result(paths: Paths, stem: str, params: AnalysisParams, *,
         return None
     try:
         doc = json.loads(storage.read_bytes(uri))
-    except (TelemetryLabError, json.JSONDecodeError):
+    except (TelemetryLabError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return doc if doc.get("params") == params.to_dict() else None
+    return doc if isinstance(doc, dict) and doc.get("params") == params.to_dict() else None
 
 
 def process_file(stem: str, uri: str, paths: Paths, params: AnalysisParams, *,
@@ -232,7 +232,7 @@ def process_file(stem: str, uri: str, paths: Paths, params: AnalysisParams, *,
                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         try:
             storage.write_bytes(paths.error(stem), _dump(record))
-        except TelemetryLabError as write_exc:
+        except Exception as write_exc:  # the FAIL line must still be printed
             record["message"] += f" (and the error record could not be written: {write_exc})"
         return FileOutcome(stem, uri, "FAIL", time.perf_counter() - t0, error=record)
 
@@ -373,10 +373,11 @@ def run_local(cfg: LocalRun, *, progress: bool = True, log: Callable[[str], None
     counts = {s: sum(1 for f in files if f["status"] == s) for s in ("OK", "FAIL", "SKIP")}
     counts["NOT_RUN"] = n_files - len(files)
     exit_code = EXIT_OK
-    if stop.is_set() or counts["SKIP"] or counts["NOT_RUN"]:
+    failed_children = [codes.get(i, EXIT_UNEXPECTED) for i in range(size) if codes.get(i, 1) != 0]
+    if stop.is_set() or counts["SKIP"]:
         exit_code = EXIT_INTERRUPTED
-    elif any(codes.get(i, 1) != 0 for i in range(size)):
-        exit_code = next(codes[i] for i in range(size) if codes.get(i, 1) != 0)
+    elif failed_children:  # a child that crashed leaves files NOT_RUN: its own code says why
+        exit_code = failed_children[0]
     summary = {
         "run_id": cfg.run_id,
         "manifest": cfg.manifest,

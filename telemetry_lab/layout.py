@@ -90,7 +90,7 @@ class Layout:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise LayoutError(f"layout names channels more than once: {dupes}")
-        if self.sample_rate_hz is not None and not (self.sample_rate_hz > 0):
+        if self.sample_rate_hz is not None and not (0 < self.sample_rate_hz < float("inf")):
             raise LayoutError(f"sample_rate_hz must be positive, got {self.sample_rate_hz!r}")
         for bit in self.fault_bits:
             if not 0 <= int(bit) < 32:
@@ -125,6 +125,16 @@ class Layout:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Layout":
+        try:
+            return cls._from_dict(d)
+        except LayoutError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            # A field of the wrong type deep inside: say so instead of a traceback.
+            raise LayoutError(f"layout metadata is malformed: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any]) -> "Layout":
         if not isinstance(d, Mapping):
             raise LayoutError(f"layout must be a JSON object, got {type(d).__name__}")
         version = d.get("version", LAYOUT_VERSION)
@@ -154,11 +164,29 @@ class Layout:
             raise LayoutError(f"layout 'fault_bits' must map bit numbers to names, got "
                               f"{d.get('fault_bits')!r:.80}") from None
         fs = d.get("sample_rate_hz")
+        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float))):
+            raise LayoutError(f"layout 'sample_rate_hz' must be a number, got {fs!r:.40}")
+        machine = d.get("machine") or {}
+        if not isinstance(machine, Mapping) or not isinstance(machine.get("groups") or {}, Mapping) \
+                or not all(isinstance(g, Mapping) for g in (machine.get("groups") or {}).values()):
+            raise LayoutError(f"layout 'machine' must be an object whose 'groups' map group names "
+                              f"to objects, got {machine!r:.80}")
+        for c in channels:
+            for field_name in ("name", "role", "unit", "label", "group"):
+                if not isinstance(getattr(c, field_name), str):
+                    raise LayoutError(f"layout channel {c.name!r:.40}: '{field_name}' must be a "
+                                      "string")
+        if "timestamp_column" in kwargs and not isinstance(kwargs["timestamp_column"], str):
+            raise LayoutError("layout 'timestamp_column' must be a column name, got "
+                              f"{kwargs['timestamp_column']!r:.40}")
+        for col in ("flags_column", "site_id_column", "region_column"):
+            if col in kwargs and not (kwargs[col] is None or isinstance(kwargs[col], str)):
+                raise LayoutError(f"layout '{col}' must be a column name, got {kwargs[col]!r:.40}")
         return cls(
             channels=tuple(channels),
             sample_rate_hz=None if fs is None else float(fs),
             fault_bits=fault_bits,
-            machine=dict(d.get("machine") or {}),
+            machine=dict(machine),
             **kwargs,
         )
 
@@ -166,7 +194,7 @@ class Layout:
     def from_json(cls, text: str | bytes) -> "Layout":
         try:
             return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LayoutError(f"layout metadata is not valid JSON: {exc}") from None
 
 

@@ -65,6 +65,12 @@ def validate(manifest, *, source: str | None = None) -> dict:
         if not (isinstance(f, dict) and isinstance(f.get("bucket"), str)
                 and isinstance(f.get("key"), str) and f["key"]):
             fail(f"files[{i}] must be {{'bucket': str, 'key': non-empty str}}, got {f!r:.80}")
+        if "\0" in f["key"] or "\0" in f["bucket"]:
+            fail(f"files[{i}] has a NUL character in its name: {f!r:.80}")
+        s = stem(manifest, f)
+        if not s or s.startswith("."):
+            fail(f"files[{i}] {f['key']!r} gives the result name {s!r}; names must not be "
+                 "empty or start with '.'")
     total = manifest.get("total_files")
     if total != len(files):
         fail(f"total_files is {total!r} but the manifest lists {len(files)} files")

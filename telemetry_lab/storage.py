@@ -183,6 +183,9 @@ def open_input(uri: str) -> pa.NativeFile:
             raise FileNotFoundError(path)
         if info.type == pafs.FileType.Directory:
             raise StorageError("is a directory, not a file", file=uri)
+        if isinstance(fs, pafs.LocalFileSystem) and not os.path.isfile(path):
+            # a FIFO or device would block or never end
+            raise StorageError("is not a regular file", file=uri)
         return fs.open_input_file(path)
     except (OSError, pa.ArrowException) as exc:
         raise _wrap(exc, uri, "open") from None

@@ -191,3 +191,55 @@ def test_cli_reports_missing_manifest_and_bad_params_with_exit_codes(tmp_path, g
             "--params", str(bad))
     assert p.returncode == 5 and "z_threshold=-2" in p.stderr and str(bad) in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_infinite_samples_are_missing_not_blinding(tmp_path):
+    chans = fleet_channels(20_000)
+    chans["sensor_05"][100] = np.inf
+    chans["sensor_05"][15_000:15_003] += 60 * 0.3
+    path = write_telemetry(tmp_path / "inf.parquet", chans)
+    doc = analyse_file(path, AnalysisParams())
+    json.dumps(doc, allow_nan=False)
+    assert doc["sensor_stats"]["sensor_05"]["missing"] == 1
+    assert any(e["channel"] == "sensor_05" for e in doc["events"])
+
+
+@pytest.mark.parametrize("layout_json,fragment", [
+    ('{"channels": [{"name": "sensor_00", "role": "vibration"}], "sample_rate_hz": "abc"}',
+     "'sample_rate_hz' must be a number"),
+    ('{"channels": [{"name": "sensor_00", "role": "vibration"}], "machine": "abc"}',
+     "'machine' must be an object"),
+    ('{"channels": [{"name": "sensor_00", "role": "vibration", "group": ["a"]}]}',
+     "'group' must be a string"),
+    ('{"channels": [{"name": "sensor_00", "role": "vibration"}], "timestamp_column": null}',
+     "'timestamp_column' must be a column name"),
+    ('{"channels": [{"name": "sensor_00", "role": "vibration"}], "sample_rate_hz": 1e999}',
+     "must be positive"),
+])
+def test_malformed_layout_metadata_is_a_layout_error(tmp_path, layout_json, fragment):
+    from telemetry_lab.layout import LAYOUT_METADATA_KEY
+
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(3000)))
+    path = tmp_path / "meta.parquet"
+    pq.write_table(table.replace_schema_metadata({LAYOUT_METADATA_KEY: layout_json.encode()}), path)
+    with pytest.raises(DataError, match=fragment) as info:
+        analyse_file(str(path), PARAMS)
+    assert str(path) in str(info.value)
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(StorageError, match="not a regular file"):
+        analyse_file(str(fifo), PARAMS)
+
+
+@pytest.mark.parametrize("key,fragment", [("/tmp/a\0b.parquet", "NUL"), ("/d/.parquet", "must not be empty")])
+def test_manifest_rejects_unusable_names(tmp_path, key, fragment):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"version": 1, "bucket": "", "prefix": "/d",
+                                "files": [{"bucket": "", "key": key}], "total_files": 1}))
+    with pytest.raises(ManifestError, match=fragment):
+        manifest_mod.load(str(path))
