@@ -52,8 +52,13 @@ def batch_client(region: str | None = None):
         import boto3
     except ImportError:
         raise BatchError("the batch backend needs boto3: pip install 'telemetry-lab[aws]'") from None
+    from botocore.exceptions import NoRegionError
+
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return boto3.client("batch", region_name=region)
+    try:
+        return boto3.client("batch", region_name=region)
+    except NoRegionError:
+        raise BatchError("no AWS region: pass --region or set AWS_REGION") from None
 
 
 def _call(what: str, fn: Callable, **kwargs):

@@ -23,8 +23,20 @@ def _params(uri: str | None, preset: str | None = None):
 def cmd_generate(a) -> int:
     from .generate import fleet_specs, generate
 
-    if a.sites < 1 or a.rows < 1:
-        raise TelemetryLabError(f"--sites and --rows must be positive, got {a.sites} and {a.rows}")
+    from .errors import ParamsError
+
+    checks = [(a.sites >= 1, f"--sites={a.sites} must be at least 1"),
+              (a.rows >= 2, f"--rows={a.rows} must be at least 2"),
+              (a.seed >= 0, f"--seed={a.seed} must not be negative"),
+              (a.workers is None or a.workers >= 1, f"--workers={a.workers} must be at least 1"),
+              (0.0 <= a.anomaly_rate <= 1.0, f"--anomaly-rate={a.anomaly_rate} must be in [0, 1]"),
+              (0.0 < a.fs <= 1e6, f"--fs={a.fs} must be in (0, 1e6] Hz"),
+              (a.anomaly_rate == 0 or a.rows / a.fs >= 10,
+               f"--rows={a.rows} at --fs={a.fs:g} is {a.rows / a.fs:g} s: anomalies need files "
+               "of at least 10 s (or --anomaly-rate 0)")]
+    for ok, message in checks:
+        if not ok:
+            raise ParamsError(message)
     specs = fleet_specs(a.sites, a.rows, seed=a.seed, anomaly_rate=a.anomaly_rate, fs=a.fs)
     manifest = generate(specs, a.out, workers=a.workers, progress=not a.quiet)
     anomalous = sum(1 for s in specs if s.anomalies)

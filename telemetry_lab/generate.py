@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from . import manifest as manifest_mod
 from . import storage
 from .bearing import bearing_defect_signal, defect_impacts, lookup_bearing
-from .errors import ParamsError
+from .errors import ParamsError, StorageError
 from .layout import LAYOUT_METADATA_KEY, Layout, default_layout
 
 #: Kinds judged by the detector's events (a truth is found by an overlapping event).
@@ -424,7 +424,11 @@ def generate(specs: list[SiteSpec], out_prefix: str, *, workers: int | None = No
     """
     workers = workers or os.cpu_count() or 1
     if not storage.is_s3(out_prefix):
-        os.makedirs(storage.resolve(out_prefix)[1], exist_ok=True)
+        try:
+            os.makedirs(storage.resolve(out_prefix)[1], exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the output folder: {exc.strerror}",
+                               file=out_prefix) from None
     jobs = [(s, out_prefix) for s in specs]
     if workers == 1 or len(specs) == 1:
         uris = [_write_site_job(j) for j in _progress(jobs, progress)]

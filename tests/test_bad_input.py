@@ -243,3 +243,18 @@ def test_manifest_rejects_unusable_names(tmp_path, key, fragment):
                                 "files": [{"bucket": "", "key": key}], "total_files": 1}))
     with pytest.raises(ManifestError, match=fragment):
         manifest_mod.load(str(path))
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--workers", "-3"], "--workers=-3"),
+    (["--seed", "-1"], "--seed=-1"),
+    (["--anomaly-rate", "5"], "--anomaly-rate=5.0"),
+    (["--rows", "1"], "--rows=1"),
+])
+def test_generate_rejects_bad_arguments_with_a_clear_error(tmp_path, args, fragment):
+    # argparse keeps the last of a repeated option, so the bad value overrides the good one
+    argv = ["generate", "--sites", "2", "--rows", "20000", "--out", str(tmp_path / "g"), "--quiet",
+            *args]
+    p = subprocess.run([sys.executable, "-m", "telemetry_lab", *argv], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 5 and fragment in p.stderr and "Traceback" not in p.stderr
