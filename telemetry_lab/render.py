@@ -53,7 +53,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from . import jobs, storage
 from . import report as report_mod
@@ -835,31 +834,14 @@ def _latest_run_id(results_root: str, stem: str) -> str | None:
 # -- the index ----------------------------------------------------------------------------
 
 def _list_json(folder: str) -> list[tuple[str, datetime | None]]:
-    """``(uri, modified)`` of the ``*.json`` directly in ``folder`` (one listing call, so
-    also one request on S3), sorted; hidden and ``_``-prefixed files are left out."""
-    fs, path = storage.resolve(folder)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=False,
-                                                   allow_not_found=True))
-    except (OSError, pa.ArrowException) as exc:
-        raise StorageError(f"cannot list: {exc}", file=folder) from None
-    out = []
-    for info in infos:
-        name = info.base_name
-        if info.type != pafs.FileType.File or not name.endswith(".json") or name[:1] in "._":
-            continue
-        out.append((storage.join(folder, name), info.mtime))
-    return sorted(out)
+    """``(uri, modified)`` of the result documents directly in ``folder``, sorted; hidden
+    and ``_``-prefixed files are left out."""
+    return [(storage.join(folder, name), mtime) for name, mtime in storage.list_folder(folder)
+            if name.endswith(".json") and name[:1] not in "._"]
 
 
 def _list_names(folder: str) -> set[str]:
-    fs, path = storage.resolve(folder)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=False,
-                                                   allow_not_found=True))
-    except (OSError, pa.ArrowException) as exc:
-        raise StorageError(f"cannot list: {exc}", file=folder) from None
-    return {i.base_name for i in infos if i.type == pafs.FileType.File}
+    return {name for name, _ in storage.list_folder(folder)}
 
 
 def _index_row(uri: str, mtime: datetime | None, reports: set[str]) -> dict:

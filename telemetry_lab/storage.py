@@ -14,6 +14,7 @@ import posixpath
 import shutil
 import re
 import uuid
+from datetime import datetime
 from functools import lru_cache
 
 import pyarrow as pa
@@ -262,6 +263,18 @@ def list_files(prefix: str, *, suffix: str = "") -> list[str]:
             continue  # temporary files of an atomic write in progress
         out.append(("s3://" + info.path) if is_s3(prefix) else info.path)
     return sorted(out)
+
+
+def list_folder(folder: str) -> list[tuple[str, datetime | None]]:
+    """``(name, modified)`` of the files directly in ``folder`` (one listing call, so one
+    request on S3), sorted by name; a folder that does not exist lists nothing."""
+    fs, path = resolve(folder)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=False,
+                                                   allow_not_found=True))
+    except (OSError, pa.ArrowException) as exc:
+        raise _wrap(exc, folder, "list") from None
+    return sorted((i.base_name, i.mtime) for i in infos if i.type == pafs.FileType.File)
 
 
 def local_temp_path(uri: str) -> str:

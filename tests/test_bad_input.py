@@ -124,8 +124,6 @@ def test_nan_samples_are_left_out_not_propagated(tmp_path, preset):
 
 
 def test_slice_with_every_bad_file_still_completes_the_good_ones(tmp_path, good):
-    from telemetry_lab import jobs
-
     files = [good]
     for kind in BAD_KINDS:
         files.append(make_bad(kind, tmp_path, good)[0])

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from telemetry_lab import AnalysisParams
