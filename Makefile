@@ -17,7 +17,7 @@ help:
 	@echo "make bench  - run the benchmarks in benchmarks/"
 	@echo "make deploy-help - AWS deployment targets (terraform/README.md)"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py telemetry_lab/_kernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -225,6 +225,23 @@ def _bearing_accumulators(layout: Layout, names: list[str], fs: float, params: A
     return accs, skipped
 
 
+def _lanes(names: list[str], threads: int, spectral: set, bearing: set) -> list[list[str]]:
+    """Channels split into at most ``threads`` lists of about equal work (longest first).
+
+    Weights are rough costs per sample: detection and statistics 1, a Welch spectrum 2,
+    envelope analysis 4. Each list keeps the channels' original order.
+    """
+    weight = {n: 1 + 2 * (n in spectral) + 4 * (n in bearing) for n in names}
+    lanes: list[list[str]] = [[] for _ in range(max(1, min(threads, len(names))))]
+    load = [0] * len(lanes)
+    for n in sorted(names, key=lambda n: -weight[n]):
+        i = load.index(min(load))
+        lanes[i].append(n)
+        load[i] += weight[n]
+    order = {n: i for i, n in enumerate(names)}
+    return [sorted(lane, key=order.get) for lane in lanes]
+
+
 def _infer_sample_rate(ts: np.ndarray, uri: str) -> float:
     if len(ts) < 2:
         raise DataError("cannot infer the sample rate from fewer than 2 timestamps", file=uri)
@@ -268,21 +285,18 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         fs = layout.sample_rate_hz
         first_ns = last_ns = prev_ns = None
 
-        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         local = threading.local()
-        threshold = params.z_threshold
-
-        flag_at = params.z_exit if params.z_exit is not None else threshold
+        flag_at = params.z_exit if params.z_exit is not None else params.z_threshold
 
         def detect_channel(frame: Frame, name: str) -> None:
             x = frame.column(name)
             o = frame.out
             if params.detector == "zscore":
                 ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
-                center, dev2, var = detect.rolling_moments(x, params.window, ws=ws,
-                                                           variance_floor=params.variance_floor)
-                idx, z = detect.flag_zscore(dev2[o], var[o], flag_at)
-                scale = np.sqrt(var[o]) if traces else None
+                idx, z, center, var = detect.seed_scan(
+                    x, params.window, flag_at, lo=o.start, hi=o.stop, ws=ws,
+                    variance_floor=params.variance_floor, keep_series=bool(traces))
+                scale = np.sqrt(var) if traces else None
             else:
                 z_all, center, scale_all = detect.robust_zscore(
                     x, window=params.window, guard=params.guard_samples,
@@ -291,39 +305,46 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 zo = z_all[o]
                 idx = np.flatnonzero(zo > flag_at)
                 z = zo[idx]
-                scale = scale_all[o]
+                center, scale = center[o], scale_all[o]
             ts = frame.out_timestamps
             builders[name].feed_flagged(idx, z, x[o], ts, frame.start)
             if traces:
-                traces[name].update(frame.start, ts, x[o], center[o], scale)
+                traces[name].update(frame.start, ts, x[o], center, scale)
 
-        def run_tasks(tasks) -> None:
-            # Tasks touch disjoint state (one channel's accumulators, or the Welch stack)
-            # and numpy releases the GIL in the heavy loops; frames of one channel run in
-            # order within one task list, so results do not depend on the thread count.
-            if pool:
-                by_key: dict = {}
-                for task in tasks:
-                    by_key.setdefault((task[0], task[-1] if task[0] is not update_welch else None), []).append(task)
-                for _ in pool.map(lambda group: [fn(*args) for fn, *args in group], by_key.values()):
-                    pass
-            else:
-                for fn, *args in tasks:
-                    fn(*args)
+        def process(lane: list[str], chunk: Chunk, frames: list[Frame]) -> None:
+            # Everything a channel needs, in chunk order: each channel's state is touched
+            # by one thread only, so results do not depend on the number of threads.
+            for name in lane:
+                if chunk is not None:
+                    x = chunk.columns[name]
+                    stats[name].update(x)
+                    if name in welch:
+                        welch[name].update(x)
+                    if name in bearing_accs:
+                        bearing_accs[name].update(x)
+                for frame in frames:
+                    detect_channel(frame, name)
 
-        def update_stats(chunk: Chunk, name: str) -> None:
-            stats[name].update(chunk.columns[name])
-
-        def update_bearing(chunk: Chunk, name: str) -> None:
-            bearing_accs[name].update(chunk.columns[name])
-
-        def update_welch(chunk: Chunk) -> None:
-            welch.update(np.stack([chunk.columns[n] for n in spectral_names]))
-
-        welch: WelchAccumulator | None = None
-        reader: ThreadPoolExecutor | None = None
+        welch: dict[str, WelchAccumulator] = {}
         bearing_accs: dict = {}
         bearing_skipped: dict = {}
+        lanes: list[list[str]] = []
+        workers: list[ThreadPoolExecutor] = []
+        in_flight: list[list] = []
+        reader: ThreadPoolExecutor | None = None
+
+        def dispatch(chunk: Chunk | None, frames: list[Frame]) -> None:
+            if not workers:
+                for lane in lanes:
+                    process(lane, chunk, frames)
+                return
+            # One queue per thread; at most two chunks in flight bounds memory.
+            in_flight.append([w.submit(process, lane, chunk, frames)
+                              for w, lane in zip(workers, lanes)])
+            while len(in_flight) > 2:
+                for fut in in_flight.pop(0):
+                    fut.result()
+
         try:
             chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
             # Read ahead: the next row group is decoded (pyarrow releases the GIL) while
@@ -340,7 +361,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 if should_stop is not None and should_stop():
                     raise Interrupted("stopped by signal", file=uri)
                 ts = chunk.timestamps
-                bad = np.flatnonzero(np.diff(ts) <= 0)
+                bad = np.flatnonzero(ts[1:] <= ts[:-1])
                 if len(bad) or (prev_ns is not None and ts[0] <= prev_ns):
                     row = chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
                     raise DataError(f"timestamps are not strictly increasing at row {row}", file=uri)
@@ -352,34 +373,30 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     if params.bearing_diagnostics:
                         bearing_accs, bearing_skipped = _bearing_accumulators(
                             layout, names, fs, params, uri)
-                    if spectral_names:
-                        welch = WelchAccumulator(fs, nperseg=params.welch_nperseg,
+                    welch = {n: WelchAccumulator(fs, nperseg=params.welch_nperseg,
                                                  overlap=params.welch_overlap,
                                                  window=params.welch_window)
+                             for n in spectral_names}
+                    lanes = _lanes(names, threads, set(welch), set(bearing_accs))
+                    if len(lanes) > 1:
+                        workers = [ThreadPoolExecutor(max_workers=1) for _ in lanes]
                 last_ns = prev_ns
 
-                # One batch of independent tasks per chunk, spread over the threads: the
-                # Welch FFTs run beside the per-channel statistics and detection.
                 t = time.perf_counter()
                 if faults is not None:
                     faults.update(chunk.flags, ts)
-                tasks = [(update_stats, chunk, n) for n in names]
-                if welch is not None:
-                    tasks.append((update_welch, chunk))
-                tasks += [(update_bearing, chunk, n) for n in bearing_accs]
-                for frame in framer.feed(chunk):
-                    tasks += [(detect_channel, frame, n) for n in names]
-                run_tasks(tasks)
+                dispatch(chunk, list(framer.feed(chunk)))
                 timings["compute_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            for frame in framer.finish():
-                run_tasks([(detect_channel, frame, n) for n in names])
+            dispatch(None, list(framer.finish()))
+            for futures in in_flight:
+                for fut in futures:
+                    fut.result()
             timings["compute_s"] += time.perf_counter() - t
         finally:
-            if pool:
-                pool.shutdown()
-            if reader is not None:
-                reader.shutdown(wait=True, cancel_futures=True)
+            for executor in (*workers, reader):
+                if executor is not None:
+                    executor.shutdown(wait=True, cancel_futures=True)
 
         events = sorted((e for b in builders.values() for e in b.finish()),
                         key=lambda e: (e.start_ns, e.channel))
@@ -394,22 +411,20 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
 
         t = time.perf_counter()
         spectral, psd = {}, {}
-        if welch is not None:
-            freqs, p_all = welch.result()
-            for i, n in enumerate(spectral_names):
-                p = p_all[i]
-                psd[n] = (freqs, p)
-                dom_hz, share = dominant_frequency(freqs, p)
-                usable = bool(np.isfinite(p).all()) and len(p) > 1
-                spectral[n] = {
-                    "role": layout.channel(n).role,
-                    "dominant_hz": dom_hz if usable else None,
-                    "dominant_share": share if usable else None,
-                    "total_power": float(p[1:].sum() * (freqs[1] - freqs[0])) if usable else None,
-                    "nperseg": welch.nperseg,
-                    "segments": int(welch.segments[i]),
-                    "skipped_segments": int(welch.skipped_segments[i]),
-                }
+        for n, acc in welch.items():
+            freqs, p = acc.result()
+            psd[n] = (freqs, p)
+            dom_hz, share = dominant_frequency(freqs, p)
+            usable = bool(np.isfinite(p).all()) and len(p) > 1
+            spectral[n] = {
+                "role": layout.channel(n).role,
+                "dominant_hz": dom_hz if usable else None,
+                "dominant_share": share if usable else None,
+                "total_power": float(p[1:].sum() * (freqs[1] - freqs[0])) if usable else None,
+                "nperseg": acc.nperseg,
+                "segments": int(acc.segments),
+                "skipped_segments": int(acc.skipped_segments),
+            }
         bearing_doc, envelope = None, {}
         if bearing_accs:
             from .bearing import bearing_verdict

@@ -3,8 +3,8 @@
 The ``zscore`` detector is the original method, exactly: a centred window of ``W`` samples
 with zeros outside the signal, as ``numpy.convolve(x, numpy.ones(W) / W, mode="same")``
 gives; the rolling variance is the same rolling mean applied to ``(x - mean) ** 2``;
-``z = |x - mean| / sqrt(max(var, floor))``. It costs O(N) per channel (running sums), not
-O(N * W).
+``z = |x - mean| / sqrt(max(var, floor))``. It costs O(N) per channel, not O(N * W): one
+pass of running sums in compiled code (``_kernels.c``).
 
 Missing samples (NaN) are never flagged and never enter a window: a window's mean and
 variance are taken over its valid samples and scaled by its in-signal fraction, which is
@@ -18,128 +18,85 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _kernels
+
 
 class Workspace:
     """Scratch buffers reused from frame to frame (one per thread): allocating and
     faulting in fresh pages for every channel costs more than the arithmetic."""
 
     def __init__(self):
-        self._buffers: dict[str, np.ndarray] = {}
+        self._buffers: dict[tuple[str, type], np.ndarray] = {}
 
-    def get(self, name: str, n: int) -> np.ndarray:
-        buf = self._buffers.get(name)
+    def get(self, name: str, n: int, dtype=np.float64) -> np.ndarray:
+        buf = self._buffers.get((name, dtype))
         if buf is None or len(buf) < n:
-            buf = self._buffers[name] = np.empty(max(n, 1 << 16))
+            buf = self._buffers[(name, dtype)] = np.empty(max(n, 1 << 16), dtype=dtype)
         return buf[:n]
 
 
-def _window_sums(padded: np.ndarray, window: int, out: np.ndarray, cs: np.ndarray) -> np.ndarray:
-    """``out[i] = sum(padded[i:i + window])`` via one running sum (``cs`` is scratch)."""
-    cs[0] = 0.0
-    np.cumsum(padded, out=cs[1:])
-    return np.subtract(cs[window:], cs[:-window], out=out)
-
-
-def rolling_moments(x: np.ndarray, window: int, *, variance_floor: float = 1e-9,
-                    ws: Workspace | None = None):
-    """Centred rolling mean and variance with zeros outside ``x``, and ``(x - mean)**2``.
+def seed_scan(x: np.ndarray, window: int, threshold: float, *, lo: int = 0, hi: int | None = None,
+              variance_floor: float = 1e-9, keep_series: bool = False, ws: Workspace | None = None):
+    """Samples of ``x[lo:hi]`` whose centred rolling z-score exceeds ``threshold``.
 
     Parameters
     ----------
     x : ndarray, shape (n,)
-        Samples, any unit; NaN marks a missing sample.
+        Samples, any unit; NaN marks a missing sample. Rows outside ``[lo, hi)`` are
+        context: they enter the windows but are not scored.
     window : int
         Window length, samples. The window at ``i`` covers
         ``[i - window // 2, i + (window - 1) // 2]``, the alignment of
-        ``numpy.convolve(..., mode="same")``.
+        ``numpy.convolve(..., mode="same")``, with zeros outside ``x``.
+    threshold : float
+        A sample is flagged where ``|x - mean| / sqrt(var) > threshold``.
+    lo, hi : int
+        The rows to score (default: all).
     variance_floor : float
         Lower bound of the variance, squared units of ``x``.
+    keep_series : bool
+        Also return the rolling mean and variance over ``[lo, hi)``.
     ws : Workspace, optional
         Scratch buffers; the returned arrays are views into it, valid until its next use.
 
     Returns
     -------
-    mean, dev2, var : ndarray, shape (n,)
-        Rolling mean; squared deviation of each sample from it (NaN where ``x`` is NaN);
-        rolling variance, floored.
+    idx : ndarray of int
+        Flagged rows, counted from ``lo``, ascending.
+    z : ndarray
+        Their z-scores.
+    mean, var : ndarray or None
+        Rolling mean (units of ``x``) and floored rolling variance over ``[lo, hi)``, if
+        ``keep_series``.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     ws = ws or Workspace()
     n = len(x)
-    left = window // 2
-    padded = ws.get("padded", n + window - 1)
-    cs = ws.get("cumsum", n + window)
-    mean = ws.get("mean", n)
-    var = ws.get("var", n)
-    body = padded[left:left + n]
-    missing = np.isnan(x)
-    if not missing.any():
-        # Running sums of x - offset stay small, so they stay exact; the zero padding
-        # outside the signal is -offset in the shifted frame.
-        offset = float(x[n // 2])
-        padded[:left] = -offset
-        padded[left + n:] = -offset
-        np.subtract(x, offset, out=body)
-        _window_sums(padded, window, mean, cs)
-        mean *= 1.0 / window  # the rolling mean of x - offset
-        np.subtract(body, mean, out=body)
-        np.multiply(body, body, out=body)
-        mean += offset
-        padded[:left] = 0.0
-        padded[left + n:] = 0.0
-        _window_sums(padded, window, var, cs)
-        var *= 1.0 / window
-        dev2 = body
-    else:
-        # Missing samples are imputed by the mean of their window's valid samples: the
-        # window sums are scaled by (samples inside the signal) / (valid samples).
-        valid = ~missing
-        offset = float(np.nanmedian(x)) if valid.any() else 0.0
-        padded[:left] = 0.0
-        padded[left + n:] = 0.0
-        body[:] = valid
-        n_valid = _window_sums(padded, window, ws.get("n_valid", n), cs).copy()
-        body[:] = 1.0
-        n_inside = _window_sums(padded, window, ws.get("n_inside", n), cs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fill = np.where(n_valid > 0, n_inside / n_valid, 0.0)
-            np.subtract(x, offset, out=body)
-            body[missing] = 0.0
-            _window_sums(padded, window, mean, cs)
-            mean += offset * n_valid
-            mean *= fill
-            mean *= 1.0 / window
-            dev2 = ws.get("dev2", n)
-            np.subtract(x, mean, out=dev2)
-            np.multiply(dev2, dev2, out=dev2)
-            body[:] = dev2
-            body[missing] = 0.0
-            _window_sums(padded, window, var, cs)
-            var *= fill
-            var *= 1.0 / window
-    np.maximum(var, variance_floor, out=var)
-    return mean, dev2, var
+    hi = n if hi is None else hi
+    if not 0 <= lo <= hi <= n:
+        raise ValueError(f"rows [{lo}, {hi}) are not inside a signal of {n} samples")
+    rows = hi - lo
+    idx, z = ws.get("idx", rows, np.int64), ws.get("z", rows)
+    mean = ws.get("mean", rows) if keep_series else ws.get("mean", 0)
+    var = ws.get("var", rows) if keep_series else ws.get("var", 0)
+    # Ring buffers of the last `window` means, fill factors and squared deviations.
+    scratch = ws.get("scratch", 3 * (1 << int(window).bit_length()))
+    count = _kernels.zscore_scan(x, int(window), lo, hi, float(threshold) ** 2,
+                                 float(variance_floor), scratch, idx, z, mean, var)
+    series = (mean, var) if keep_series else (None, None)
+    return idx[:count], z[:count], *series
 
 
 def rolling_mean_std(x: np.ndarray, window: int, *, variance_floor: float = 1e-9):
     """Centred rolling mean and standard deviation with zeros outside ``x`` (new arrays)."""
-    mean, _, var = rolling_moments(x, window, variance_floor=variance_floor)
+    _, _, mean, var = seed_scan(x, window, np.inf, variance_floor=variance_floor, keep_series=True)
     return mean.copy(), np.sqrt(var)
 
 
 def zscore(x: np.ndarray, window: int, *, variance_floor: float = 1e-9):
     """``|x - rolling mean| / rolling std`` and the two rolling series; NaN where x is NaN."""
-    mean, dev2, var = rolling_moments(x, window, variance_floor=variance_floor)
-    return np.sqrt(dev2 / var), mean.copy(), np.sqrt(var)
-
-
-def flag_zscore(dev2: np.ndarray, var: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices where ``z > threshold`` and their z, without computing z everywhere.
-
-    ``z > t`` is tested as ``dev2 > t**2 * var`` (both sides non-negative); NaN never passes.
-    """
-    idx = np.flatnonzero(dev2 > (threshold * threshold) * var)
-    return idx, np.sqrt(dev2[idx] / var[idx])
+    mean, std = rolling_mean_std(x, window, variance_floor=variance_floor)
+    return np.abs(np.asarray(x, dtype=np.float64) - mean) / std, mean, std
 
 
 @dataclass

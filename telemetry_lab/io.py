@@ -19,6 +19,10 @@ from .errors import DataError, LayoutError, TelemetryLabError
 from .layout import LAYOUT_METADATA_KEY, Layout, default_layout
 
 
+#: Local row groups up to this many rows are read in one call rather than in batches.
+WHOLE_ROW_GROUP_ROWS = 1 << 18
+
+
 def file_stem(uri: str) -> str:
     name = posixpath.basename(uri.rstrip("/"))
     return name[: -len(".parquet")] if name.endswith(".parquet") else name
@@ -54,7 +58,8 @@ class TelemetryFile:
             # Pre-buffering coalesces the ranged reads of a row group's column chunks: a
             # win on S3, a loss on a local disk. Its cache lives as long as the reader,
             # so row groups are read one reader at a time (see iter_chunks).
-            self._pf = pq.ParquetFile(self._source, pre_buffer=storage.is_s3(uri))
+            self._pre_buffer = storage.is_s3(uri)
+            self._pf = pq.ParquetFile(self._source, pre_buffer=self._pre_buffer)
         except (pa.ArrowException, OSError) as exc:
             self._source.close()
             raise DataError(f"not a readable parquet file ({_first_line(exc)})", file=uri) from None
@@ -163,9 +168,16 @@ class TelemetryFile:
 
     def _iter_batches(self, cols: list[str], batch_rows: int):
         # One reader per row group bounds memory by a row group whatever the file's length.
-        for i in range(self._pf.metadata.num_row_groups):
-            yield from self._pf.iter_batches(batch_size=batch_rows, row_groups=[i], columns=cols,
-                                             use_threads=True)
+        # A local row group of modest size is read whole: that skips the batch reader's
+        # overhead (about a fifth of the read). On S3 the pre-buffer cache lives as long
+        # as its reader, so there every row group gets a reader of its own.
+        md = self._pf.metadata
+        for i in range(md.num_row_groups):
+            if self._pre_buffer or md.row_group(i).num_rows > max(batch_rows, WHOLE_ROW_GROUP_ROWS):
+                yield from self._pf.iter_batches(batch_size=batch_rows, row_groups=[i],
+                                                 columns=cols, use_threads=True)
+            else:
+                yield from self._pf.read_row_group(i, columns=cols, use_threads=True).to_batches()
 
     def close(self) -> None:
         self._source.close()

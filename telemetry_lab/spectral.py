@@ -54,6 +54,7 @@ class WelchAccumulator:
         self._sum: np.ndarray | None = None
         self._count: np.ndarray | None = None
         self._skipped: np.ndarray | None = None
+        self._tapered: np.ndarray | None = None
         self._setup(self.nperseg)
 
     def _setup(self, nperseg: int) -> None:
@@ -73,20 +74,31 @@ class WelchAccumulator:
         Density scaling and the one-sided doubling are linear, so they are applied once
         to the sum in :meth:`result` instead of to every segment.
         """
-        spec = sp_fft.rfft(segs * self._win, axis=-1, workers=self.workers, overwrite_x=True)
-        spec[..., self._win_bins] -= means[..., None] * self._win_spec
-        power = spec.real * spec.real
+        spec = self._spectra(segs, means)
+        power = np.multiply(spec.real, spec.real)
         power += spec.imag * spec.imag
         return power
 
-    def _add(self, power: np.ndarray, may_have_nan: bool) -> None:
-        nseg = power.shape[-2]
-        if may_have_nan:
-            bad = np.isnan(power).any(axis=-1)  # (..., nseg)
-            part = np.where(bad[..., None], 0.0, power).sum(axis=-2)
-        else:
-            bad = np.zeros(power.shape[:-1], dtype=bool)
-            part = power.sum(axis=-2)
+    def _spectra(self, segs: np.ndarray, means: np.ndarray) -> np.ndarray:
+        tapered = self._buffer(segs.shape)
+        np.multiply(segs, self._win, out=tapered)
+        spec = sp_fft.rfft(tapered, axis=-1, workers=self.workers, overwrite_x=True)
+        spec[..., self._win_bins] -= means[..., None] * self._win_spec
+        return spec
+
+    def _buffer(self, shape: tuple) -> np.ndarray:
+        # The tapered segments of every chunk are the same size: one buffer, not a fresh
+        # allocation (and its page faults) per chunk.
+        size = int(np.prod(shape))
+        if self._tapered is None or self._tapered.size < size:
+            self._tapered = np.empty(size)
+        return self._tapered[:size].reshape(shape)
+
+    def _add(self, power: np.ndarray | None, bad: np.ndarray, part: np.ndarray | None = None) -> None:
+        """Add segments' power (or their sum ``part``); ``bad`` marks segments to leave out."""
+        nseg = bad.shape[-1]
+        if part is None:
+            part = (np.where(bad[..., None], 0.0, power) if bad.any() else power).sum(axis=-2)
         if self._sum is None:
             self._sum = part
             self._count = nseg - bad.sum(axis=-1)
@@ -95,6 +107,23 @@ class WelchAccumulator:
             self._sum += part
             self._count += nseg - bad.sum(axis=-1)
             self._skipped += bad.sum(axis=-1)
+
+    def _segment_means(self, buf: np.ndarray, n_seg: int) -> np.ndarray:
+        """Mean of each segment, from sums of blocks of ``step`` samples when segments are
+        whole blocks (the usual overlaps), else from one running sum."""
+        span = (n_seg - 1) * self.step + self.nperseg
+        if self.nperseg % self.step == 0:
+            per = self.nperseg // self.step
+            blocks = buf[..., :span].reshape(buf.shape[:-1] + (-1, self.step)).sum(axis=-1)
+            sums = blocks[..., :n_seg].copy()
+            for q in range(1, per):
+                sums += blocks[..., q:q + n_seg]
+        else:
+            c = np.zeros(buf.shape[:-1] + (span + 1,))
+            np.cumsum(buf[..., :span], axis=-1, out=c[..., 1:])
+            starts = np.arange(n_seg) * self.step
+            sums = c[..., starts + self.nperseg] - c[..., starts]
+        return sums / self.nperseg
 
     def update(self, x: np.ndarray) -> None:
         """Add the next samples: shape ``(n,)`` or ``(channels, n)``."""
@@ -106,16 +135,17 @@ class WelchAccumulator:
         if n_seg:
             view = np.lib.stride_tricks.sliding_window_view(buf, self.nperseg, axis=-1)
             segs = view[..., : (n_seg - 1) * self.step + 1: self.step, :]
-            # Segment means from one running sum instead of a pass over every segment.
-            c = np.zeros(buf.shape[:-1] + (n + 1,))
-            np.cumsum(buf, axis=-1, out=c[..., 1:])
-            starts = np.arange(n_seg) * self.step
-            has_nan = bool(np.isnan(c[..., -1]).any())
-            if has_nan:  # a NaN spoils every later running sum: average each segment
-                means = segs.mean(axis=-1)
+            means = self._segment_means(buf, n_seg)
+            bad = np.isnan(means)  # a NaN anywhere in a segment makes its mean NaN
+            if bad.any():
+                means = np.where(bad, 0.0, means)
+                self._add(self._segments_power(segs, means), bad)
             else:
-                means = (c[..., starts + self.nperseg] - c[..., starts]) / self.nperseg
-            self._add(self._segments_power(segs, means), has_nan)
+                # Sum |FFT|^2 over segments as dot products: no (segments x bins) temporaries.
+                spec = self._spectra(segs, means)
+                part = np.einsum("...sk,...sk->...k", spec.real, spec.real)
+                part += np.einsum("...sk,...sk->...k", spec.imag, spec.imag)
+                self._add(None, bad, part)
         self._carry = buf[..., n_seg * self.step:].copy()
 
     @property
@@ -133,7 +163,9 @@ class WelchAccumulator:
             self.nperseg = self._carry.shape[-1]
             self._setup(self.nperseg)
             segs = self._carry[..., None, :]
-            self._add(self._segments_power(segs, segs.mean(axis=-1)), True)
+            means = segs.mean(axis=-1)
+            bad = np.isnan(means)
+            self._add(self._segments_power(segs, np.where(bad, 0.0, means)), bad)
         if self._sum is None:
             return self.freqs, np.full(self.freqs.shape, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _kernels
+
 
 @dataclass
 class RunningStats:
@@ -24,20 +26,12 @@ class RunningStats:
     m2: float = 0.0
 
     def update(self, x: np.ndarray) -> None:
-        total = float(x.sum())
-        if np.isnan(total):  # the sum is needed anyway, and tells whether NaN is present
-            nan = np.isnan(x)
-            self.missing += int(nan.sum())
-            x = x[~nan]
-            total = float(x.sum())
-        n = len(x)
+        n, missing, lo, hi, mean, m2 = _kernels.moments(np.ascontiguousarray(x, dtype=np.float64))
+        self.missing += missing
         if n == 0:
             return
-        mean = total / n
-        d = x - mean
-        m2 = float(np.dot(d, d))
-        self.minimum = min(self.minimum, float(x.min()))
-        self.maximum = max(self.maximum, float(x.max()))
+        self.minimum = min(self.minimum, lo)
+        self.maximum = max(self.maximum, hi)
         total = self.count + n
         delta = mean - self.mean
         self.m2 += m2 + delta * delta * self.count * n / total

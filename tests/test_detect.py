@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from telemetry_lab.detect import EventBuilder, flagged_runs, rolling_mean_std, zscore
+from telemetry_lab.detect import EventBuilder, Workspace, flagged_runs, rolling_mean_std, seed_scan, zscore
 
 
 def convolve_reference(x, window, threshold, floor=1e-9):
@@ -26,6 +26,49 @@ def events_of(x, window, threshold, chunk=None):
         sl = slice(i, i + step)
         b.feed(z[sl] > threshold, z[sl], x[sl], ts[sl], i)
     return [(e.start, e.end, e.peak_z) for e in b.finish()]
+
+
+def reference_with_missing(x, window, floor=1e-9):
+    """The seed definition with missing samples, whole-signal numpy.convolve: each
+    window's sums over its valid samples, scaled by (samples inside) / (valid samples)."""
+    k = np.ones(window)
+    valid = ~np.isnan(x)
+    conv = lambda v: np.convolve(v, k, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fill = np.where(conv(valid) > 0, conv(np.ones(len(x))) / conv(valid), 0.0)
+        mean = conv(np.where(valid, x, 0.0)) * fill / window
+        dev2 = np.where(valid, (x - mean) ** 2, 0.0)
+        var = np.maximum(conv(dev2) * fill / window, floor)
+        return mean, var, np.abs(x - mean) / np.sqrt(var)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 3000), missing=st.sampled_from([0, 1, 25]),
+       offset=st.floats(-1e4, 1e4), data=st.data())
+def test_seed_scan_of_any_rows_equals_the_whole_signal_definition(seed, n, missing, offset, data):
+    """Any stretch [lo, hi) of any signal, with or without missing samples, windows cut by
+    both ends or by neither: flagged rows, z, mean and variance as the definition gives."""
+    rng = np.random.default_rng(seed)
+    x = offset + rng.normal(0, 1, n)
+    x[rng.integers(0, n, max(1, n // 50))] += rng.uniform(3, 9)
+    if missing:
+        x[rng.integers(0, n, missing)] = np.nan
+    window = data.draw(st.integers(1, min(n, 700)))  # numpy.convolve's "same" needs n >= W
+    lo = data.draw(st.integers(0, n - 1))
+    hi = data.draw(st.integers(lo, n))
+    mean, var, z = reference_with_missing(x, window)
+    idx, zs, m, v = seed_scan(x, window, 2.5, lo=lo, hi=hi, keep_series=True, ws=Workspace())
+    expected = np.flatnonzero(z[lo:hi] > 2.5)
+    assert idx.tolist() == expected.tolist()
+    np.testing.assert_allclose(zs, z[lo:hi][expected], rtol=1e-7)
+    scale = 1 + abs(offset)
+    np.testing.assert_allclose(m, mean[lo:hi], rtol=0, atol=1e-9 * scale * window)
+    np.testing.assert_allclose(v, var[lo:hi], rtol=1e-6, atol=1e-9 * scale ** 2)
+
+
+def test_seed_scan_rejects_rows_outside_the_signal():
+    with pytest.raises(ValueError, match="rows"):
+        seed_scan(np.zeros(10), 3, 4.0, lo=5, hi=11)
 
 
 @pytest.mark.parametrize("window", [1000, 999, 64, 2, 3])

@@ -1,0 +1,292 @@
+/*
+ * Compiled inner loops: one pass over a channel where numpy needs many.
+ *
+ * Each function replaces a chain of whole-array numpy operations whose cost was memory
+ * traffic, not arithmetic. They take buffers (numpy arrays, C-contiguous) and release the
+ * GIL while they run, so the analysis threads run them side by side. The Python-facing
+ * wrappers, with the definitions and units, are telemetry_lab.detect.seed_scan and
+ * telemetry_lab.stats.RunningStats.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+
+/* Whether x[a:b] holds a NaN: four independent sums keep the CPU busy (a single running
+ * sum is one chain of dependent additions, each waiting for the last). */
+static int has_nan(const double *x, Py_ssize_t a, Py_ssize_t b)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    Py_ssize_t i = a;
+    for (; i + 4 <= b; i += 4) {
+        s0 += x[i] * 0.0;
+        s1 += x[i + 1] * 0.0;
+        s2 += x[i + 2] * 0.0;
+        s3 += x[i + 3] * 0.0;
+    }
+    for (; i < b; i++)
+        s0 += x[i] * 0.0;
+    return isnan(s0 + s1 + s2 + s3);
+}
+
+static inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
+static inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
+
+typedef struct {
+    const double *x;
+    Py_ssize_t n, window, left, right, lo, hi;
+    double inv_w, threshold_sq, variance_floor;
+    Py_ssize_t mask;              /* ring size - 1, the ring size a power of two > window */
+    double *mean_ring, *fill_ring, *dev2_ring;
+    int64_t *idx_out;
+    double *z_out, *mean_out, *var_out;   /* mean_out/var_out NULL unless wanted */
+    Py_ssize_t count;
+} Scan;
+
+/* Score sample i, whose variance window sum is s2 and whose window's sums are scaled by
+ * fill (1 unless samples are missing). */
+static inline void score(Scan *s, Py_ssize_t i, double s2, double fill)
+{
+    double var = s2 * fill * s->inv_w;
+    if (var < s->variance_floor)
+        var = s->variance_floor;
+    if (s->mean_out) {
+        s->mean_out[i - s->lo] = s->mean_ring[i & s->mask];
+        s->var_out[i - s->lo] = var;
+    }
+    double d2 = s->dev2_ring[i & s->mask];
+    if (d2 > s->threshold_sq * var) {
+        s->idx_out[s->count] = i - s->lo;
+        s->z_out[s->count] = sqrt(d2 / var);
+        s->count++;
+    }
+}
+
+/*
+ * Seed detector over x[lo:hi] (see detect.seed_scan). One pass: step k adds sample
+ * k + right to the running sum of the mean's window and (x[k] - mean[k])**2 to the
+ * variance's, whose window is then complete for sample k - right. The last `window`
+ * means and squared deviations live in ring buffers, so the loop stays in the nearest
+ * cache. Windows cut by an end of x, and frames with missing samples, take the general
+ * step; the rest take the short one.
+ */
+static Py_ssize_t zscore_scan(Scan *s)
+{
+    const double *x = s->x;
+    const Py_ssize_t n = s->n, left = s->left, right = s->right, window = s->window;
+    const Py_ssize_t lo = s->lo, hi = s->hi, mask = s->mask;
+    double *mean_ring = s->mean_ring, *fill_ring = s->fill_ring, *dev2_ring = s->dev2_ring;
+
+    for (Py_ssize_t j = 0; j <= mask; j++)
+        dev2_ring[j] = 0.0;   /* deviations before the first window count as 0 */
+    /* Sums are taken about a typical sample so that they stay small and exact. */
+    double offset = 0.0;
+    for (Py_ssize_t j = (lo + hi) / 2; j < n; j++)
+        if (!isnan(x[j])) { offset = x[j]; break; }
+    const double inv_w = s->inv_w;
+
+    Py_ssize_t k0 = imax(lo - left, 0);
+    int missing = has_nan(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n));
+    double s1 = 0.0, s2 = 0.0;
+    Py_ssize_t nv = 0;
+    for (Py_ssize_t j = imax(k0 - left, 0); j <= imin(k0 + right, n - 1); j++)
+        if (!isnan(x[j])) { s1 += x[j] - offset; nv++; }
+
+    Py_ssize_t k_end = hi + right;
+    Py_ssize_t fast_lo = imax(imax(k0 + 1, left + 1), lo + right);
+    Py_ssize_t fast_hi = imin(n - right, k_end);
+    if (missing || fast_lo >= fast_hi)
+        fast_lo = fast_hi = k_end;
+
+    for (Py_ssize_t k = k0; k < k_end;) {
+        if (k == fast_lo) {
+            /* Every window inside x, nothing missing, one sample scored per step. */
+            for (; k < fast_hi; k++) {
+                s1 += x[k + right] - x[k - 1 - left];
+                double mu = s1 * inv_w + offset;
+                double d2 = (x[k] - mu) * (x[k] - mu);
+                mean_ring[k & mask] = mu;
+                s2 += d2 - dev2_ring[(k - window) & mask];
+                dev2_ring[k & mask] = d2;
+                score(s, k - right, s2, 1.0);
+            }
+            continue;
+        }
+        double d2 = 0.0;
+        if (k < n) {
+            if (k > k0) {
+                Py_ssize_t j = k + right;
+                if (j < n && !isnan(x[j])) { s1 += x[j] - offset; nv++; }
+                j = k - 1 - left;
+                if (j >= 0 && !isnan(x[j])) { s1 -= x[j] - offset; nv--; }
+            }
+            Py_ssize_t inside = imin(k + right, n - 1) - imax(k - left, 0) + 1;
+            double mu, fill = 1.0;
+            if (!missing) {
+                mu = (s1 + offset * inside) * inv_w;
+            } else {
+                /* Missing samples: the window's valid samples, scaled to its length. */
+                fill = nv > 0 ? (double)inside / nv : 0.0;
+                mu = (s1 + offset * nv) * fill * inv_w;
+            }
+            d2 = isnan(x[k]) ? 0.0 : (x[k] - mu) * (x[k] - mu);
+            mean_ring[k & mask] = mu;
+            fill_ring[k & mask] = fill;
+        }
+        s2 += d2 - dev2_ring[(k - window) & mask];
+        dev2_ring[k & mask] = d2;
+        Py_ssize_t i = k - right;
+        if (i >= lo)   /* a missing sample's deviation is 0: never flagged */
+            score(s, i, s2, missing ? fill_ring[i & mask] : 1.0);
+        k++;
+    }
+    return s->count;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, char kind,
+                      Py_ssize_t itemsize, int writable)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT |
+                                      (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@')
+        fmt++;
+    int ok = view->itemsize == itemsize &&
+             (kind == 'f' ? *fmt == 'd' : (*fmt == 'q' || *fmt == 'l'));
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must hold %s, not format '%s'", name,
+                     kind == 'f' ? "float64" : "int64", view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_zscore_scan(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oscratch, *oidx, *oz, *omean, *ovar;
+    Py_ssize_t window, lo, hi;
+    double threshold_sq, variance_floor;
+    if (!PyArg_ParseTuple(args, "OnnnddOOOOO", &ox, &window, &lo, &hi, &threshold_sq,
+                          &variance_floor, &oscratch, &oidx, &oz, &omean, &ovar))
+        return NULL;
+    Py_buffer bx = {0}, bscratch = {0}, bidx = {0}, bz = {0}, bmean = {0}, bvar = {0};
+    PyObject *result = NULL;
+    if (get_buffer(ox, &bx, "x", 'f', 8, 0) < 0) goto done;
+    if (get_buffer(oscratch, &bscratch, "scratch", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(oidx, &bidx, "idx_out", 'i', 8, 1) < 0) goto done;
+    if (get_buffer(oz, &bz, "z_out", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(omean, &bmean, "mean_out", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(ovar, &bvar, "var_out", 'f', 8, 1) < 0) goto done;
+
+    Py_ssize_t n = bx.len / 8, rows = hi - lo;
+    Py_ssize_t ring = 1;
+    while (ring <= window)
+        ring <<= 1;
+    int keep = bmean.len > 0;
+    if (window < 1 || lo < 0 || hi > n || lo > hi) {
+        PyErr_Format(PyExc_ValueError, "window %zd and rows [%zd, %zd) do not fit a signal "
+                     "of %zd samples", window, lo, hi, n);
+        goto done;
+    }
+    if (bscratch.len / 8 < 3 * ring || bidx.len / 8 < rows || bz.len / 8 < rows ||
+        (keep && (bmean.len / 8 < rows || bvar.len / 8 < rows))) {
+        PyErr_SetString(PyExc_ValueError, "scratch or output buffers are too small");
+        goto done;
+    }
+    double *scratch = (double *)bscratch.buf;
+    Scan s = {
+        .x = (const double *)bx.buf, .n = n, .window = window, .left = window / 2,
+        .right = (window - 1) / 2, .lo = lo, .hi = hi, .inv_w = 1.0 / window,
+        .threshold_sq = threshold_sq, .variance_floor = variance_floor, .mask = ring - 1,
+        .mean_ring = scratch, .fill_ring = scratch + ring, .dev2_ring = scratch + 2 * ring,
+        .idx_out = (int64_t *)bidx.buf, .z_out = (double *)bz.buf,
+        .mean_out = keep ? (double *)bmean.buf : NULL, .var_out = keep ? (double *)bvar.buf : NULL,
+        .count = 0,
+    };
+    Py_ssize_t count;
+    Py_BEGIN_ALLOW_THREADS
+    count = zscore_scan(&s);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bscratch);
+    PyBuffer_Release(&bidx);
+    PyBuffer_Release(&bz);
+    PyBuffer_Release(&bmean);
+    PyBuffer_Release(&bvar);
+    return result;
+}
+
+/* Valid count, missing (NaN) count, min, max, mean and sum of squared deviations. */
+static PyObject *py_moments(PyObject *self, PyObject *arg)
+{
+    Py_buffer bx = {0};
+    if (get_buffer(arg, &bx, "x", 'f', 8, 0) < 0)
+        return NULL;
+    const double *x = (const double *)bx.buf;
+    Py_ssize_t n = bx.len / 8, count = n, i;
+    double total, lo, hi, m2;
+    Py_BEGIN_ALLOW_THREADS
+    double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    double lo0 = INFINITY, lo1 = INFINITY, lo2 = INFINITY, lo3 = INFINITY;
+    double hi0 = -INFINITY, hi1 = -INFINITY, hi2 = -INFINITY, hi3 = -INFINITY;
+    /* NaN fails every comparison, so min and max skip it; the sum turns NaN and sends
+     * us the slow way. */
+    for (i = 0; i + 4 <= n; i += 4) {
+        double a = x[i], b = x[i + 1], c = x[i + 2], d = x[i + 3];
+        t0 += a; t1 += b; t2 += c; t3 += d;
+        lo0 = a < lo0 ? a : lo0; lo1 = b < lo1 ? b : lo1;
+        lo2 = c < lo2 ? c : lo2; lo3 = d < lo3 ? d : lo3;
+        hi0 = a > hi0 ? a : hi0; hi1 = b > hi1 ? b : hi1;
+        hi2 = c > hi2 ? c : hi2; hi3 = d > hi3 ? d : hi3;
+    }
+    for (; i < n; i++) {
+        t0 += x[i];
+        lo0 = x[i] < lo0 ? x[i] : lo0;
+        hi0 = x[i] > hi0 ? x[i] : hi0;
+    }
+    total = (t0 + t1) + (t2 + t3);
+    lo = fmin(fmin(lo0, lo1), fmin(lo2, lo3));
+    hi = fmax(fmax(hi0, hi1), fmax(hi2, hi3));
+    if (isnan(total)) {
+        count = 0;
+        total = 0.0;
+        for (i = 0; i < n; i++)
+            if (!isnan(x[i])) { count++; total += x[i]; }
+    }
+    double mean = count ? total / count : 0.0;
+    double m0 = 0, m1 = 0, m2_ = 0, m3 = 0;
+    i = 0;
+    if (count == n) {
+        for (; i + 4 <= n; i += 4) {
+            double a = x[i] - mean, b = x[i + 1] - mean, c = x[i + 2] - mean, d = x[i + 3] - mean;
+            m0 += a * a; m1 += b * b; m2_ += c * c; m3 += d * d;
+        }
+    }
+    for (; i < n; i++)
+        if (!isnan(x[i])) m0 += (x[i] - mean) * (x[i] - mean);
+    m2 = (m0 + m1) + (m2_ + m3);
+    total = mean;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&bx);
+    return Py_BuildValue("nndddd", count, n - count, lo, hi, total, m2);
+}
+
+static PyMethodDef methods[] = {
+    {"zscore_scan", py_zscore_scan, METH_VARARGS,
+     "zscore_scan(x, window, lo, hi, threshold_sq, variance_floor, scratch, idx_out, z_out, "
+     "mean_out, var_out) -> count\n\nSee telemetry_lab.detect.seed_scan."},
+    {"moments", py_moments, METH_O,
+     "moments(x) -> (count, missing, min, max, mean, m2) of the non-NaN samples of x."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "Compiled inner loops of telemetry_lab (detection and statistics).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
