@@ -61,7 +61,8 @@ class AnalysisParams:
     welch_nperseg : int
         Welch segment length, samples.
     welch_overlap : float
-        Fraction of a segment shared with the next, in [0, 1).
+        Fraction of a segment shared with the next, in [0, 0.95]: beyond that the segments
+        advance by a few samples and the FFTs multiply (0.999 is 500 times 0.5's work).
     welch_window : str
         Taper applied to each Welch segment.
     spectral_roles : tuple of str
@@ -143,7 +144,7 @@ class AnalysisParams:
             if self.z_exit > self.z_threshold:
                 raise ParamsError(f"z_exit={self.z_exit!r} must not exceed "
                                   f"z_threshold={self.z_threshold!r}")
-        _check_number("welch_overlap", self.welch_overlap, lower=0.0, upper=1.0, upper_open=True)
+        _check_number("welch_overlap", self.welch_overlap, lower=0.0, upper=MAX_WELCH_OVERLAP)
         if not isinstance(self.preset_name, str) or not self.preset_name:
             raise ParamsError(f"preset_name={self.preset_name!r} must be a non-empty string")
         _check_names("spectral_roles", self.spectral_roles, allow_none=False)
@@ -271,6 +272,11 @@ def _check_int(name, value, *, minimum):
         raise ParamsError(f"{name}={value!r} must be an integer")
     if value < minimum:
         raise ParamsError(f"{name}={value!r} must be at least {minimum}")
+
+
+#: Segments sharing more than this fraction of their length cost FFTs without adding
+#: information (the spectra of near-identical segments average nothing out).
+MAX_WELCH_OVERLAP = 0.95
 
 
 def _check_number(name, value, *, lower=None, upper=None, lower_open=False, upper_open=False):

@@ -24,6 +24,7 @@ def test_default_constructor_is_the_default_preset():
     ("z_threshold", -1.0, "z_threshold=-1.0"),
     ("z_threshold", float("nan"), "z_threshold=nan"),
     ("welch_overlap", 1.0, "welch_overlap=1.0"),
+    ("welch_overlap", 0.999999, "welch_overlap=0.999999"),
     ("detector", "magic", "detector='magic'"),
     ("welch_window", "triangle-ish", "welch_window='triangle-ish'"),
     ("channels", (), "channels=()"),
