@@ -8,7 +8,7 @@ Prints medians, the ratios a/b and b/c, whether (a) and (b) found the same event
 peak RSS of (b), each in a fresh process, on 500,000- and 3,600,000-row files.
 Asserts nothing about time.
 
-    python benchmarks/bench_analysis.py [--workdir build/bench] [--repeats 5]
+    python benchmarks/bench_analysis.py [--workdir build/bench] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def peak_rss_mb(path: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="build/bench")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--skip-rss", action="store_true")
     args = ap.parse_args()
     workdir = Path(args.workdir)
