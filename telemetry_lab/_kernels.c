@@ -12,9 +12,10 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Whether x[a:b] holds a NaN: four independent sums keep the CPU busy (a single running
- * sum is one chain of dependent additions, each waiting for the last). */
-static int has_nan(const double *x, Py_ssize_t a, Py_ssize_t b)
+/* Whether x[a:b] holds a NaN or an infinity (x * 0 is NaN for both): four independent
+ * sums keep the CPU busy (one running sum is a chain of additions, each waiting for the
+ * last). */
+static int has_nonfinite(const double *x, Py_ssize_t a, Py_ssize_t b)
 {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     Py_ssize_t i = a;
@@ -44,7 +45,8 @@ typedef struct {
 } Scan;
 
 /* Score sample i, whose variance window sum is s2 and whose window's sums are scaled by
- * fill (1 unless samples are missing). */
+ * fill (1 unless samples are missing). A NaN variance (an infinity in the window) flags
+ * nothing. */
 static inline void score(Scan *s, Py_ssize_t i, double s2, double fill)
 {
     double var = s2 * fill * s->inv_w;
@@ -60,6 +62,56 @@ static inline void score(Scan *s, Py_ssize_t i, double s2, double fill)
         s->z_out[s->count] = sqrt(d2 / var);
         s->count++;
     }
+}
+
+/*
+ * Running sums lose the digits of small values when a huge one (a glitch of 1e15, an
+ * overflowing square) passes through: once it has left, the sum is off by that value's
+ * rounding error for ever after. So each sum remembers the largest magnitude it held
+ * since it was last counted from scratch, and is counted again from its window when it
+ * falls below 2^-20 of that (at most 20 of its 53 bits lost). Ordinary data, whose sums
+ * wander within a narrow range, never take this path. A sum that is not finite (an
+ * infinity in the window) is counted again only once the window can be free of it.
+ */
+#define RECOUNT_BELOW (1.0 / 1048576.0)
+
+typedef struct {
+    double peak;         /* largest |sum| since the last count */
+    Py_ssize_t hold;     /* no recount before this step */
+} Recount;
+
+/* Whether the sum at step k must be counted again from its window. */
+static inline int needs_recount(Recount *r, double sum, Py_ssize_t k)
+{
+    double a = fabs(sum);
+    r->peak = a > r->peak ? a : r->peak;
+    return !(a >= r->peak * RECOUNT_BELOW) && k >= r->hold;
+}
+
+static inline void counted(Recount *r, double sum, Py_ssize_t k, Py_ssize_t window)
+{
+    r->peak = fabs(sum);
+    r->hold = isfinite(sum) ? k : k + window;
+}
+
+/* The sum of valid x - offset over the mean's window of step k, and its valid count. */
+static double count_means(const Scan *s, Py_ssize_t k, double offset, Py_ssize_t *nv)
+{
+    double sum = 0.0;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t j = imax(k - s->left, 0); j <= imin(k + s->right, s->n - 1); j++)
+        if (!isnan(s->x[j])) { sum += s->x[j] - offset; count++; }
+    *nv = count;
+    return sum;
+}
+
+/* The sum of the squared deviations of positions [k - window + 1, k]. */
+static double count_variances(const Scan *s, Py_ssize_t k)
+{
+    double sum = 0.0;
+    for (Py_ssize_t p = k - s->window + 1; p <= k; p++)
+        sum += s->dev2_ring[p & s->mask];
+    return sum;
 }
 
 /*
@@ -82,15 +134,14 @@ static Py_ssize_t zscore_scan(Scan *s)
     /* Sums are taken about a typical sample so that they stay small and exact. */
     double offset = 0.0;
     for (Py_ssize_t j = (lo + hi) / 2; j < n; j++)
-        if (!isnan(x[j])) { offset = x[j]; break; }
+        if (isfinite(x[j])) { offset = x[j]; break; }
     const double inv_w = s->inv_w;
 
     Py_ssize_t k0 = imax(lo - left, 0);
-    int missing = has_nan(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n));
-    double s1 = 0.0, s2 = 0.0;
-    Py_ssize_t nv = 0;
-    for (Py_ssize_t j = imax(k0 - left, 0); j <= imin(k0 + right, n - 1); j++)
-        if (!isnan(x[j])) { s1 += x[j] - offset; nv++; }
+    int missing = has_nonfinite(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n));
+    Py_ssize_t nv;
+    double s1 = count_means(s, k0, offset, &nv), s2 = 0.0;
+    Recount r1 = {fabs(s1), 0}, r2 = {0.0, 0};
 
     Py_ssize_t k_end = hi + right;
     Py_ssize_t fast_lo = imax(imax(k0 + 1, left + 1), lo + right);
@@ -100,18 +151,29 @@ static Py_ssize_t zscore_scan(Scan *s)
 
     for (Py_ssize_t k = k0; k < k_end;) {
         if (k == fast_lo) {
-            /* Every window inside x, nothing missing, one sample scored per step. */
+            /* Every window inside x, every sample finite, one sample scored per step. */
             for (; k < fast_hi; k++) {
                 s1 += x[k + right] - x[k - 1 - left];
+                if (needs_recount(&r1, s1, k)) {
+                    s1 = count_means(s, k, offset, &nv);
+                    counted(&r1, s1, k, window);
+                }
                 double mu = s1 * inv_w + offset;
                 double d2 = (x[k] - mu) * (x[k] - mu);
                 mean_ring[k & mask] = mu;
                 s2 += d2 - dev2_ring[(k - window) & mask];
                 dev2_ring[k & mask] = d2;
+                if (needs_recount(&r2, s2, k)) {
+                    s2 = count_variances(s, k);
+                    counted(&r2, s2, k, window);
+                }
                 score(s, k - right, s2, 1.0);
             }
             continue;
         }
+        /* The general step: windows cut by an end of x, missing or infinite samples.
+         * Missing (NaN) samples are left out of the windows; an infinity makes the
+         * windows holding it undefined (NaN: nothing flagged). */
         double d2 = 0.0;
         if (k < n) {
             if (k > k0) {
@@ -119,10 +181,14 @@ static Py_ssize_t zscore_scan(Scan *s)
                 if (j < n && !isnan(x[j])) { s1 += x[j] - offset; nv++; }
                 j = k - 1 - left;
                 if (j >= 0 && !isnan(x[j])) { s1 -= x[j] - offset; nv--; }
+                if (needs_recount(&r1, s1, k)) {
+                    s1 = count_means(s, k, offset, &nv);
+                    counted(&r1, s1, k, window);
+                }
             }
             Py_ssize_t inside = imin(k + right, n - 1) - imax(k - left, 0) + 1;
             double mu, fill = 1.0;
-            if (!missing) {
+            if (nv == inside) {
                 mu = (s1 + offset * inside) * inv_w;
             } else {
                 /* Missing samples: the window's valid samples, scaled to its length. */
@@ -135,6 +201,10 @@ static Py_ssize_t zscore_scan(Scan *s)
         }
         s2 += d2 - dev2_ring[(k - window) & mask];
         dev2_ring[k & mask] = d2;
+        if (needs_recount(&r2, s2, k)) {
+            s2 = count_variances(s, k);
+            counted(&r2, s2, k, window);
+        }
         Py_ssize_t i = k - right;
         if (i >= lo)   /* a missing sample's deviation is 0: never flagged */
             score(s, i, s2, missing ? fill_ring[i & mask] : 1.0);

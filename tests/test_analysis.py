@@ -50,6 +50,28 @@ def test_seed_events_equal_direct_convolve_on_a_file(tmp_path):
         assert ours == reference_events(x, ts, 1000, 4.0), name
 
 
+def test_glitches_and_large_levels_give_the_same_events_whatever_the_chunking(tmp_path):
+    """A huge glitch or a large constant level must not leave running sums skewed, which
+    would make the events depend on where frames start (chunk_rows)."""
+    n = 60_000
+    chans = fleet_channels(n, seed=8)
+    chans["sensor_20"][[20_000, 45_000]] += 5
+    chans["sensor_20"][10_000] = 1e15
+    chans["sensor_21"] += 1e9
+    chans["sensor_21"][40_000] += 5
+    chans["sensor_22"][5_000] = 1e200  # its square overflows
+    path = write_telemetry(tmp_path / "f.parquet", chans)
+    ts = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.int64) * 1_000_000
+    seed = AnalysisParams.preset("seed")
+    docs = [analyse_file(path, seed.replace(chunk_rows=rows)) for rows in (4096, 20_000, 131_072)]
+    for name in ("sensor_20", "sensor_21"):
+        with np.errstate(all="ignore"):
+            expected = reference_events(chans[name], ts, 1000, 4.0)
+        for doc in docs:
+            ours = [(e["start_ns"], e["end_ns"]) for e in doc["events"] if e["channel"] == name]
+            assert ours == expected, name
+
+
 @pytest.mark.parametrize("preset", ["seed", "default"])
 @pytest.mark.parametrize("n", [10_007, 33_333])
 def test_chunked_equals_whole_file_with_events_at_borders_and_ends(tmp_path, n, preset):

@@ -66,6 +66,33 @@ def test_seed_scan_of_any_rows_equals_the_whole_signal_definition(seed, n, missi
     np.testing.assert_allclose(v, var[lo:hi], rtol=1e-6, atol=1e-9 * scale ** 2)
 
 
+@pytest.mark.parametrize("glitch", [1e10, 1e15, 1e20, 1e100, 1e160, 1e300, np.inf, -1e15])
+def test_a_huge_glitch_only_affects_the_windows_that_hold_it(glitch):
+    """Running sums that took in a huge value and gave it back have lost the digits of
+    everything else: they must be counted again, or every later window is skewed."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, 5000)
+    x[3000] = 8  # a real event, far from the glitch
+    x[1000] = glitch
+    with np.errstate(all="ignore"):
+        _, expected = convolve_reference(x, 101, 4.0)
+    idx, _, _, _ = seed_scan(x, 101, 4.0)
+    assert idx.tolist() == np.flatnonzero(expected > 4.0).tolist()
+    assert 3000 in idx
+
+
+@pytest.mark.parametrize("level", [1e7, 1e9, 1e12])
+def test_a_large_constant_level_does_not_skew_the_variance(level):
+    """The zero padding at the ends puts the level itself into the first windows' sums."""
+    rng = np.random.default_rng(3)
+    x = level + rng.normal(0, 1, 20_000)
+    x[15_000] += 6
+    _, expected = convolve_reference(x, 1000, 4.0)
+    idx, _, _, _ = seed_scan(x, 1000, 4.0)
+    assert idx.tolist() == np.flatnonzero(expected > 4.0).tolist()
+    assert 15_000 in idx
+
+
 def test_seed_scan_rejects_rows_outside_the_signal():
     with pytest.raises(ValueError, match="rows"):
         seed_scan(np.zeros(10), 3, 4.0, lo=5, hi=11)
