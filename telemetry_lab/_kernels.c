@@ -251,15 +251,15 @@ static PyObject *py_zscore_scan(PyObject *self, PyObject *args)
     if (get_buffer(ovar, &bvar, "var_out", 'f', 8, 1) < 0) goto done;
 
     Py_ssize_t n = bx.len / 8, rows = hi - lo;
-    Py_ssize_t ring = 1;
-    while (ring <= window)
-        ring <<= 1;
     int keep = bmean.len > 0;
-    if (window < 1 || lo < 0 || hi > n || lo > hi) {
+    if (window < 1 || window > n || lo < 0 || hi > n || lo > hi) {
         PyErr_Format(PyExc_ValueError, "window %zd and rows [%zd, %zd) do not fit a signal "
                      "of %zd samples", window, lo, hi, n);
         goto done;
     }
+    Py_ssize_t ring = 1;
+    while (ring <= window)
+        ring <<= 1;
     if (bscratch.len / 8 < 3 * ring || bidx.len / 8 < rows || bz.len / 8 < rows ||
         (keep && (bmean.len / 8 < rows || bvar.len / 8 < rows))) {
         PyErr_SetString(PyExc_ValueError, "scratch or output buffers are too small");

@@ -8,6 +8,7 @@ statistics, spectra and fault counts are accumulated across chunks.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -369,7 +370,8 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 if first_ns is None:
                     first_ns = int(ts[0])
                     if fs is None:
-                        fs = _infer_sample_rate(ts, uri)
+                        # From the first 100,000 intervals, whatever the row groups' size.
+                        fs = _infer_sample_rate(tf.leading_timestamps(100_001), uri)
                     if params.bearing_diagnostics:
                         bearing_accs, bearing_skipped = _bearing_accumulators(
                             layout, names, fs, params, uri)
@@ -408,6 +410,10 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                                "event_count": builders[n].count}
             if stats[n].count == 0:
                 raise DataError("channel has no valid samples (all NaN)", file=uri, channel=n)
+            if not (math.isfinite(stats[n].mean) and math.isfinite(stats[n].std)):
+                raise DataError(f"channel values are too large to summarise in float64 (from "
+                                f"{stats[n].minimum:.3g} to {stats[n].maximum:.3g})",
+                                file=uri, channel=n)
 
         t = time.perf_counter()
         spectral, psd = {}, {}

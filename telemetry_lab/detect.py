@@ -70,11 +70,19 @@ def seed_scan(x: np.ndarray, window: int, threshold: float, *, lo: int = 0, hi: 
         ``keep_series``.
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"x must be one signal (1-D), not shape {x.shape}")
     ws = ws or Workspace()
     n = len(x)
     hi = n if hi is None else hi
     if not 0 <= lo <= hi <= n:
         raise ValueError(f"rows [{lo}, {hi}) are not inside a signal of {n} samples")
+    if not 1 <= window <= max(n, 1):
+        raise ValueError(f"window={window!r} must be from 1 to the signal's {n} samples")
+    if not threshold >= 0:
+        raise ValueError(f"threshold={threshold!r} must be >= 0")
+    if not variance_floor > 0:
+        raise ValueError(f"variance_floor={variance_floor!r} must be > 0")
     rows = hi - lo
     idx, z = ws.get("idx", rows, np.int64), ws.get("z", rows)
     mean = ws.get("mean", rows) if keep_series else ws.get("mean", 0)

@@ -60,7 +60,8 @@ class TelemetryFile:
             # so row groups are read one reader at a time (see iter_chunks).
             self._pre_buffer = storage.is_s3(uri)
             self._pf = pq.ParquetFile(self._source, pre_buffer=self._pre_buffer)
-        except (pa.ArrowException, OSError) as exc:
+            self._pf.schema_arrow  # a corrupt footer may fail only here (bad UTF-8 names)
+        except (pa.ArrowException, OSError, ValueError) as exc:
             self._source.close()
             raise DataError(f"not a readable parquet file ({_first_line(exc)})", file=uri) from None
         try:
@@ -166,18 +167,53 @@ class TelemetryFile:
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"corrupt data near row {start} ({_first_line(exc)})", file=self.uri) from None
 
+    def leading_timestamps(self, rows: int) -> np.ndarray:
+        """The first ``rows`` timestamps (ns; fewer if the file is shorter), nulls left out."""
+        col = self.layout.timestamp_column
+        md = self._pf.metadata
+        groups, have = [], 0
+        for i in range(md.num_row_groups):
+            if have >= rows:
+                break
+            groups.append(i)
+            have += md.row_group(i).num_rows
+        try:
+            ts = self._pf.read_row_groups(groups, columns=[col]).column(0).drop_null()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"cannot read column {col!r} ({_first_line(exc)})", file=self.uri) from None
+        return _timestamps_ns(ts.combine_chunks())[:rows]
+
     def _iter_batches(self, cols: list[str], batch_rows: int):
         # One reader per row group bounds memory by a row group whatever the file's length.
-        # A local row group of modest size is read whole: that skips the batch reader's
-        # overhead (about a fifth of the read). On S3 the pre-buffer cache lives as long
-        # as its reader, so there every row group gets a reader of its own.
+        # Local row groups of modest size are read whole, and small ones together up to
+        # `batch_rows`: that skips the batch reader's overhead (about a fifth of the read,
+        # and most of it for row groups of a few rows). On S3 the pre-buffer cache lives
+        # as long as its reader, so there every row group gets a reader of its own.
         md = self._pf.metadata
+        group: list[int] = []
+        group_rows = 0
         for i in range(md.num_row_groups):
-            if self._pre_buffer or md.row_group(i).num_rows > max(batch_rows, WHOLE_ROW_GROUP_ROWS):
+            rows = md.row_group(i).num_rows
+            if self._pre_buffer or rows > max(batch_rows, WHOLE_ROW_GROUP_ROWS):
+                if group:
+                    yield from self._read_groups(group, cols)
+                    group, group_rows = [], 0
                 yield from self._pf.iter_batches(batch_size=batch_rows, row_groups=[i],
                                                  columns=cols, use_threads=True)
-            else:
-                yield from self._pf.read_row_group(i, columns=cols, use_threads=True).to_batches()
+                continue
+            group.append(i)
+            group_rows += rows
+            if group_rows >= batch_rows:
+                yield from self._read_groups(group, cols)
+                group, group_rows = [], 0
+        if group:
+            yield from self._read_groups(group, cols)
+
+    def _read_groups(self, groups: list[int], cols: list[str]):
+        table = self._pf.read_row_groups(groups, columns=cols, use_threads=True)
+        if len(groups) > 1:
+            table = table.combine_chunks()  # one chunk, not one per row group
+        yield from table.to_batches()
 
     def close(self) -> None:
         self._source.close()

@@ -32,6 +32,9 @@ class RunningStats:
             return
         self.minimum = min(self.minimum, lo)
         self.maximum = max(self.maximum, hi)
+        if self.count == 0:  # nothing to merge with (and inf * 0 would make NaN)
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
         total = self.count + n
         delta = mean - self.mean
         self.m2 += m2 + delta * delta * self.count * n / total

@@ -82,12 +82,22 @@ def make_bad(kind, tmp_path, good) -> tuple[str, str]:
         return str(path), "sensor_20"
     if kind == "missing":
         return str(tmp_path / "missing.parquet"), "no such file"
+    if kind == "overflowing_values":
+        chans = fleet_channels(3000)
+        chans["sensor_12"][700] = 1e200  # a glitch whose square is not a float64
+        write_telemetry(path, chans)
+        return str(path), "sensor_12"
+    if kind == "bad_utf8_footer":
+        table = pq.read_table(good).append_column("zzmarkerzz", pa.array(np.zeros(3000)))
+        pq.write_table(table, path)
+        path.write_bytes(path.read_bytes().replace(b"zzmarkerzz", b"\xff\xfemarker\xff\xfe"))
+        return str(path), "not a readable parquet file"
     raise AssertionError(kind)
 
 
 BAD_KINDS = ["truncated", "corrupt", "not_parquet", "empty_file", "no_rows", "missing_column",
              "wrong_dtype", "string_timestamps", "shorter_than_window", "backwards_time",
-             "all_nan_channel", "missing"]
+             "all_nan_channel", "missing", "overflowing_values", "bad_utf8_footer"]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

@@ -23,3 +23,11 @@ def test_all_missing_channel_reports_none():
     rs.update(np.full(10, np.nan))
     assert rs.to_dict() == {"count": 0, "missing": 10, "min": None, "max": None,
                             "mean": None, "std": None}
+
+
+def test_huge_but_finite_constant_values_are_summarised_exactly():
+    st = RunningStats()
+    st.update(np.full(3, 1e200))
+    st.update(np.full(2, 1e200))
+    assert st.to_dict() == {"count": 5, "missing": 0, "min": 1e200, "max": 1e200,
+                            "mean": 1e200, "std": 0.0}
