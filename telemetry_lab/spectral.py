@@ -10,6 +10,8 @@ contain a missing (NaN) sample are left out of that channel's average and counte
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
@@ -22,6 +24,24 @@ def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float
     k = 1 + int(np.argmax(psd[1:]))
     total = float(psd[1:].sum())
     return float(freqs[k]), (float(psd[k]) / total if total > 0 else 0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _taper(window: str, nperseg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The taper, and the bins where its spectrum is not zero with their values.
+
+    Detrending is subtracting each segment's mean m before the taper w; the FFT is linear,
+    so FFT((x - m) w) = FFT(x w) - m FFT(w), and FFT(w) of the usual tapers is non-zero in
+    a handful of bins only: correcting those replaces a pass over the data. Cached: every
+    channel of every file asks for the same few (read-only arrays).
+    """
+    win = signal.get_window(window, nperseg)
+    win_spec = np.fft.rfft(win)
+    bins = np.flatnonzero(np.abs(win_spec) > 1e-12 * np.abs(win_spec).max())
+    win_spec = win_spec[bins]
+    for arr in (win, bins, win_spec):
+        arr.flags.writeable = False
+    return win, bins, win_spec
 
 
 class WelchAccumulator:
@@ -58,15 +78,9 @@ class WelchAccumulator:
         self._setup(self.nperseg)
 
     def _setup(self, nperseg: int) -> None:
-        self._win = signal.get_window(self.window, nperseg)
+        self._win, self._win_bins, self._win_spec = _taper(self.window, nperseg)
         self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
         self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
-        # Detrending is subtracting each segment's mean m before the taper w; the FFT is
-        # linear, so FFT((x - m) w) = FFT(x w) - m FFT(w), and FFT(w) of the usual tapers is
-        # non-zero in a handful of bins only: correct those instead of a pass over the data.
-        win_spec = np.fft.rfft(self._win)
-        self._win_bins = np.flatnonzero(np.abs(win_spec) > 1e-12 * np.abs(win_spec).max())
-        self._win_spec = win_spec[self._win_bins]
 
     def _segments_power(self, segs: np.ndarray, means: np.ndarray) -> np.ndarray:
         """Unscaled two-sided |FFT|^2 of each detrended, tapered segment; (..., nseg, nfreq).
