@@ -71,7 +71,7 @@ static inline void score(Scan *s, Py_ssize_t i, double s2, double fill)
  * since it was last counted from scratch, and is counted again from its window when it
  * falls below 2^-20 of that (at most 20 of its 53 bits lost). Ordinary data, whose sums
  * wander within a narrow range, never take this path. A sum that is not finite (an
- * infinity in the window) is counted again only once the window can be free of it.
+ * infinity in the window) is counted again only once the last infinity has left.
  */
 #define RECOUNT_BELOW (1.0 / 1048576.0)
 
@@ -88,29 +88,42 @@ static inline int needs_recount(Recount *r, double sum, Py_ssize_t k)
     return !(a >= r->peak * RECOUNT_BELOW) && k >= r->hold;
 }
 
-static inline void counted(Recount *r, double sum, Py_ssize_t k, Py_ssize_t window)
+static inline void counted(Recount *r, double sum, Py_ssize_t hold)
 {
     r->peak = fabs(sum);
-    r->hold = isfinite(sum) ? k : k + window;
+    r->hold = hold;
 }
 
-/* The sum of valid x - offset over the mean's window of step k, and its valid count. */
-static double count_means(const Scan *s, Py_ssize_t k, double offset, Py_ssize_t *nv)
+/* The sum of valid x - offset over the mean's window of step k, and its valid count;
+ * *hold is the step at which the last non-finite sample in it has left. */
+static double count_means(const Scan *s, Py_ssize_t k, double offset, Py_ssize_t *nv,
+                          Py_ssize_t *hold)
 {
     double sum = 0.0;
     Py_ssize_t count = 0;
+    *hold = k;
     for (Py_ssize_t j = imax(k - s->left, 0); j <= imin(k + s->right, s->n - 1); j++)
-        if (!isnan(s->x[j])) { sum += s->x[j] - offset; count++; }
+        if (!isnan(s->x[j])) {
+            sum += s->x[j] - offset;
+            count++;
+            if (!isfinite(s->x[j] - offset))
+                *hold = j + s->left + 1;
+        }
     *nv = count;
     return sum;
 }
 
-/* The sum of the squared deviations of positions [k - window + 1, k]. */
-static double count_variances(const Scan *s, Py_ssize_t k)
+/* The sum of the squared deviations of positions [k - window + 1, k]; *hold as above. */
+static double count_variances(const Scan *s, Py_ssize_t k, Py_ssize_t *hold)
 {
     double sum = 0.0;
-    for (Py_ssize_t p = k - s->window + 1; p <= k; p++)
-        sum += s->dev2_ring[p & s->mask];
+    *hold = k;
+    for (Py_ssize_t p = k - s->window + 1; p <= k; p++) {
+        double v = s->dev2_ring[p & s->mask];
+        sum += v;
+        if (!isfinite(v))
+            *hold = p + s->window;
+    }
     return sum;
 }
 
@@ -139,9 +152,9 @@ static Py_ssize_t zscore_scan(Scan *s)
 
     Py_ssize_t k0 = imax(lo - left, 0);
     int missing = has_nonfinite(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n));
-    Py_ssize_t nv;
-    double s1 = count_means(s, k0, offset, &nv), s2 = 0.0;
-    Recount r1 = {fabs(s1), 0}, r2 = {0.0, 0};
+    Py_ssize_t nv, hold;
+    double s1 = count_means(s, k0, offset, &nv, &hold), s2 = 0.0;
+    Recount r1 = {fabs(s1), hold}, r2 = {0.0, 0};
 
     Py_ssize_t k_end = hi + right;
     Py_ssize_t fast_lo = imax(imax(k0 + 1, left + 1), lo + right);
@@ -155,8 +168,8 @@ static Py_ssize_t zscore_scan(Scan *s)
             for (; k < fast_hi; k++) {
                 s1 += x[k + right] - x[k - 1 - left];
                 if (needs_recount(&r1, s1, k)) {
-                    s1 = count_means(s, k, offset, &nv);
-                    counted(&r1, s1, k, window);
+                    s1 = count_means(s, k, offset, &nv, &hold);
+                    counted(&r1, s1, hold);
                 }
                 double mu = s1 * inv_w + offset;
                 double d2 = (x[k] - mu) * (x[k] - mu);
@@ -164,8 +177,8 @@ static Py_ssize_t zscore_scan(Scan *s)
                 s2 += d2 - dev2_ring[(k - window) & mask];
                 dev2_ring[k & mask] = d2;
                 if (needs_recount(&r2, s2, k)) {
-                    s2 = count_variances(s, k);
-                    counted(&r2, s2, k, window);
+                    s2 = count_variances(s, k, &hold);
+                    counted(&r2, s2, hold);
                 }
                 score(s, k - right, s2, 1.0);
             }
@@ -182,8 +195,8 @@ static Py_ssize_t zscore_scan(Scan *s)
                 j = k - 1 - left;
                 if (j >= 0 && !isnan(x[j])) { s1 -= x[j] - offset; nv--; }
                 if (needs_recount(&r1, s1, k)) {
-                    s1 = count_means(s, k, offset, &nv);
-                    counted(&r1, s1, k, window);
+                    s1 = count_means(s, k, offset, &nv, &hold);
+                    counted(&r1, s1, hold);
                 }
             }
             Py_ssize_t inside = imin(k + right, n - 1) - imax(k - left, 0) + 1;
@@ -202,8 +215,8 @@ static Py_ssize_t zscore_scan(Scan *s)
         s2 += d2 - dev2_ring[(k - window) & mask];
         dev2_ring[k & mask] = d2;
         if (needs_recount(&r2, s2, k)) {
-            s2 = count_variances(s, k);
-            counted(&r2, s2, k, window);
+            s2 = count_variances(s, k, &hold);
+            counted(&r2, s2, hold);
         }
         Py_ssize_t i = k - right;
         if (i >= lo)   /* a missing sample's deviation is 0: never flagged */
@@ -290,6 +303,314 @@ done:
     return result;
 }
 
+/* ---- the robust detector (see detect.robust_zscore for the definition) ------------ */
+
+typedef struct {
+    const double *x;
+    Py_ssize_t n;
+    double offset;
+} Signal;
+
+static inline int valid_at(const Signal *g, Py_ssize_t j)
+{
+    return j >= 0 && j < g->n && !isnan(g->x[j]);
+}
+
+/* The sample about the offset, 0 where missing or outside the signal. */
+static inline double xv_at(const Signal *g, Py_ssize_t j)
+{
+    return valid_at(g, j) ? g->x[j] - g->offset : 0.0;
+}
+
+/* Squared first difference ending at j, where both samples are valid (else 0). */
+static inline double diff2_at(const Signal *g, Py_ssize_t j)
+{
+    if (!(valid_at(g, j) && valid_at(g, j - 1)))
+        return 0.0;
+    double d = xv_at(g, j) - xv_at(g, j - 1);
+    return d * d;
+}
+
+/* Residual of predicting sample j from its two neighbours (0 unless all three valid). */
+static inline double resid_at(const Signal *g, Py_ssize_t j)
+{
+    if (!(valid_at(g, j - 1) && valid_at(g, j) && valid_at(g, j + 1)))
+        return 0.0;
+    return xv_at(g, j) - 0.5 * (xv_at(g, j - 1) + xv_at(g, j + 1));
+}
+
+/* Sums of one running window and the largest magnitude each held since last counted:
+ * see RECOUNT_BELOW. */
+#define N_SUMS 6
+typedef struct {
+    double sum[N_SUMS];
+    double peak[N_SUMS];
+    Py_ssize_t count, count2;    /* valid samples; valid pairs (first differences) */
+    Py_ssize_t hold;
+} Window;
+
+static inline int window_drifted(Window *w, int used, Py_ssize_t k)
+{
+    int drifted = 0;
+    for (int q = 0; q < used; q++) {
+        double a = fabs(w->sum[q]);
+        w->peak[q] = a > w->peak[q] ? a : w->peak[q];
+        drifted |= !(a >= w->peak[q] * RECOUNT_BELOW);
+    }
+    return drifted && k >= w->hold;
+}
+
+static inline void window_counted(Window *w, int used)
+{
+    for (int q = 0; q < used; q++)
+        w->peak[q] = fabs(w->sum[q]);
+}
+
+/* The centred short window of j, [j - short / 2, j + (short - 1) / 2]: count, sum and sum
+ * of squares of the valid samples about the offset. */
+static void short_count(const Signal *g, Py_ssize_t j, Py_ssize_t shrt, Window *w)
+{
+    w->sum[0] = w->sum[1] = 0.0;
+    w->count = 0;
+    w->hold = j;   /* no recount before the last non-finite term has left */
+    for (Py_ssize_t p = j - shrt / 2; p <= j + (shrt - 1) / 2; p++)
+        if (valid_at(g, p)) {
+            double v = xv_at(g, p);
+            w->sum[0] += v;
+            w->sum[1] += v * v;
+            w->count++;
+            if (!isfinite(v * v))
+                w->hold = p + shrt / 2 + 1;
+        }
+}
+
+typedef struct {
+    Py_ssize_t window, guard, shrt, min_reference;
+    int energy;
+    double variance_floor;
+    Py_ssize_t a0;                 /* first position of the short-window arrays */
+    const double *n_short, *short_mean, *e_short;
+} Robust;
+
+static inline double e_short_at(const Robust *r, Py_ssize_t j)
+{
+    return r->e_short[j - r->a0];
+}
+
+/* The reference of i, [i - guard - window, i - guard): its sums counted from scratch.
+ * sum: 0 x, 1 x^2 (energy) or squared differences, 2 e_short, 3 e_short^2, 4 resid^2. */
+static void reference_count(const Signal *g, const Robust *r, Py_ssize_t i, Window *w)
+{
+    for (int q = 0; q < N_SUMS; q++)
+        w->sum[q] = 0.0;
+    w->count = w->count2 = 0;
+    w->hold = i;   /* no recount before the last non-finite term has left */
+    Py_ssize_t a = imax(i - r->guard - r->window, 0), b = imax(i - r->guard, 0);
+    for (Py_ssize_t j = a; j < b; j++) {
+        double terms = 0.0;   /* NaN or inf if any term of j is */
+        if (valid_at(g, j)) {
+            double v = xv_at(g, j);
+            w->sum[0] += v;
+            w->count++;
+            if (r->energy)
+                w->sum[1] += v * v;
+            terms += v * v;
+        }
+        if (r->energy) {
+            double e = e_short_at(r, j), res = resid_at(g, j);
+            w->sum[2] += e;
+            w->sum[3] += e * e;
+            w->sum[4] += res * res;
+            terms += e * e + res * res;
+        } else if (j > a) {   /* differences inside the reference */
+            w->sum[1] += diff2_at(g, j);
+            w->count2 += valid_at(g, j) && valid_at(g, j - 1);
+            terms += diff2_at(g, j);
+        }
+        if (!isfinite(terms))
+            w->hold = j + r->guard + r->window + 2;
+    }
+}
+
+/* Move the reference from i - 1 to i: position i - guard - 1 enters, i - guard - window - 1
+ * leaves (and for the differences, the pair ending at i - guard - window). */
+static inline void reference_step(const Signal *g, const Robust *r, Py_ssize_t i, Window *w)
+{
+    Py_ssize_t in = i - r->guard - 1, out = i - r->guard - r->window - 1;
+    if (in >= 0) {
+        if (valid_at(g, in)) {
+            double v = xv_at(g, in);
+            w->sum[0] += v;
+            w->count++;
+            if (r->energy)
+                w->sum[1] += v * v;
+        }
+        if (r->energy) {
+            double e = e_short_at(r, in), res = resid_at(g, in);
+            w->sum[2] += e;
+            w->sum[3] += e * e;
+            w->sum[4] += res * res;
+        } else if (in > imax(out + 1, 0)) {
+            w->sum[1] += diff2_at(g, in);
+            w->count2 += valid_at(g, in) && valid_at(g, in - 1);
+        }
+    }
+    if (out >= 0) {
+        if (valid_at(g, out)) {
+            double v = xv_at(g, out);
+            w->sum[0] -= v;
+            w->count--;
+            if (r->energy)
+                w->sum[1] -= v * v;
+        }
+        if (r->energy) {
+            double e = e_short_at(r, out), res = resid_at(g, out);
+            w->sum[2] -= e;
+            w->sum[3] -= e * e;
+            w->sum[4] -= res * res;
+        } else if (out + 1 < in) {   /* the pair (out, out + 1) leaves */
+            w->sum[1] -= diff2_at(g, out + 1);
+            w->count2 -= valid_at(g, out + 1) && valid_at(g, out);
+        }
+    }
+}
+
+/*
+ * Robust scores of x[lo:hi] (see detect.robust_zscore). Pass 1 runs the centred short
+ * window over every position a reference or a score will read; pass 2 runs the trailing
+ * reference and scores. Writes z, center (reference mean) and scale for [lo, hi).
+ */
+static void robust_scan(const Signal *g, Robust *r, Py_ssize_t lo, Py_ssize_t hi,
+                        double *n_short, double *short_mean, double *e_short,
+                        double *z_out, double *center_out, double *scale_out)
+{
+    const Py_ssize_t S = r->shrt;
+    const double floor = r->variance_floor;
+    Py_ssize_t a0 = r->energy ? imax(lo - r->guard - r->window - 1, 0) : lo;
+    r->a0 = a0;
+    r->n_short = n_short;
+    r->short_mean = short_mean;
+    r->e_short = e_short;
+
+    Window w = {{0}};
+    short_count(g, a0, S, &w);
+    window_counted(&w, 2);
+    for (Py_ssize_t j = a0; j < hi; j++) {
+        if (j > a0) {
+            Py_ssize_t in = j + (S - 1) / 2, out = j - S / 2 - 1;
+            if (valid_at(g, in)) { double v = xv_at(g, in); w.sum[0] += v; w.sum[1] += v * v; w.count++; }
+            if (valid_at(g, out)) { double v = xv_at(g, out); w.sum[0] -= v; w.sum[1] -= v * v; w.count--; }
+            if (window_drifted(&w, 2, j)) {
+                short_count(g, j, S, &w);
+                window_counted(&w, 2);
+            }
+        }
+        double safe = w.count > 0 ? (double)w.count : 1.0;
+        double m = w.sum[0] / safe;
+        n_short[j - a0] = (double)w.count;
+        short_mean[j - a0] = m;
+        e_short[j - a0] = w.count > 0 ? w.sum[1] / safe - m * m : 0.0;
+    }
+
+    const int used = r->energy ? 5 : 2;
+    reference_count(g, r, lo, &w);
+    window_counted(&w, used);
+    const Py_ssize_t need = imax(r->min_reference, 2);
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (i > lo) {
+            reference_step(g, r, i, &w);
+            if (window_drifted(&w, used, i)) {
+                reference_count(g, r, i, &w);
+                window_counted(&w, used);
+            }
+        }
+        int enough = w.count >= need;
+        double safe_n = enough ? (double)w.count : 1.0;
+        double mean_ref = w.sum[0] / safe_n;
+        double dev = xv_at(g, i) - mean_ref;
+        double ns = n_short[i - a0];
+        double var, z_sample, z_short;
+        if (!r->energy) {
+            var = w.sum[1] / (2.0 * (w.count2 > 0 ? (double)w.count2 : 1.0));
+            if (var < floor) var = floor;
+            double scale = sqrt(var);
+            z_sample = fabs(dev) / scale;
+            z_short = fabs(short_mean[i - a0] - mean_ref) * sqrt(ns) / scale;
+            scale_out[i - lo] = scale;
+        } else {
+            var = w.sum[1] / safe_n - mean_ref * mean_ref;
+            if (var < floor) var = floor;
+            double scale = sqrt(var);
+            z_sample = fabs(dev) / scale;
+            double ref_e = w.sum[2] / safe_n;
+            double var_e = w.sum[3] / safe_n - ref_e * ref_e;
+            if (var_e < floor) var_e = floor;
+            z_short = fabs(e_short[i - a0] - ref_e) / sqrt(var_e);
+            double var_r = w.sum[4] / safe_n;
+            if (var_r < floor) var_r = floor;
+            double z_resid = fabs(resid_at(g, i)) / sqrt(var_r);
+            z_sample = z_resid > z_sample || isnan(z_resid) ? z_resid : z_sample;
+            scale_out[i - lo] = scale;
+        }
+        if (ns < S)
+            z_short = 0.0;   /* a short window cut by the signal's ends: not scored */
+        double z = z_short > z_sample || isnan(z_short) ? z_short : z_sample;
+        z_out[i - lo] = (valid_at(g, i) && enough) ? z : 0.0;
+        center_out[i - lo] = mean_ref + g->offset;
+    }
+}
+
+static PyObject *py_robust_scan(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oscratch, *oz, *ocenter, *oscale;
+    Py_ssize_t window, guard, shrt, min_reference, lo, hi;
+    int energy;
+    double variance_floor;
+    if (!PyArg_ParseTuple(args, "OnnnpdnnnOOOO", &ox, &window, &guard, &shrt, &energy,
+                          &variance_floor, &min_reference, &lo, &hi, &oscratch, &oz, &ocenter,
+                          &oscale))
+        return NULL;
+    Py_buffer bx = {0}, bscratch = {0}, bz = {0}, bcenter = {0}, bscale = {0};
+    PyObject *result = NULL;
+    if (get_buffer(ox, &bx, "x", 'f', 8, 0) < 0) goto done;
+    if (get_buffer(oscratch, &bscratch, "scratch", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(oz, &bz, "z_out", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(ocenter, &bcenter, "center_out", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(oscale, &bscale, "scale_out", 'f', 8, 1) < 0) goto done;
+    Py_ssize_t n = bx.len / 8, rows = hi - lo;
+    if (window < 1 || guard < 0 || shrt < 1 || lo < 0 || hi > n || lo > hi) {
+        PyErr_Format(PyExc_ValueError, "window %zd, guard %zd, short %zd and rows [%zd, %zd) "
+                     "do not fit a signal of %zd samples", window, guard, shrt, lo, hi, n);
+        goto done;
+    }
+    if (bscratch.len / 8 < 3 * n || bz.len / 8 < rows || bcenter.len / 8 < rows ||
+        bscale.len / 8 < rows) {
+        PyErr_SetString(PyExc_ValueError, "scratch or output buffers are too small");
+        goto done;
+    }
+    const double *x = (const double *)bx.buf;
+    double offset = 0.0;
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (!isnan(x[j])) { offset = x[j]; break; }
+    Signal g = {x, n, offset};
+    Robust r = {.window = window, .guard = guard, .shrt = shrt, .min_reference = min_reference,
+                .energy = energy, .variance_floor = variance_floor};
+    double *scratch = (double *)bscratch.buf;
+    Py_BEGIN_ALLOW_THREADS
+    robust_scan(&g, &r, lo, hi, scratch, scratch + n, scratch + 2 * n, (double *)bz.buf,
+                (double *)bcenter.buf, (double *)bscale.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bscratch);
+    PyBuffer_Release(&bz);
+    PyBuffer_Release(&bcenter);
+    PyBuffer_Release(&bscale);
+    return result;
+}
+
 /* Valid count, missing (NaN) count, min, max, mean and sum of squared deviations. */
 static PyObject *py_moments(PyObject *self, PyObject *arg)
 {
@@ -349,6 +670,9 @@ static PyMethodDef methods[] = {
     {"zscore_scan", py_zscore_scan, METH_VARARGS,
      "zscore_scan(x, window, lo, hi, threshold_sq, variance_floor, scratch, idx_out, z_out, "
      "mean_out, var_out) -> count\n\nSee telemetry_lab.detect.seed_scan."},
+    {"robust_scan", py_robust_scan, METH_VARARGS,
+     "robust_scan(x, window, guard, short, energy, variance_floor, min_reference, lo, hi, "
+     "scratch, z_out, center_out, scale_out)\n\nSee telemetry_lab.detect.robust_zscore."},
     {"moments", py_moments, METH_O,
      "moments(x) -> (count, missing, min, max, mean, m2) of the non-NaN samples of x."},
     {NULL, NULL, 0, NULL},

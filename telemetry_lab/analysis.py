@@ -299,14 +299,14 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     variance_floor=params.variance_floor, keep_series=bool(traces))
                 scale = np.sqrt(var) if traces else None
             else:
-                z_all, center, scale_all = detect.robust_zscore(
+                ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
+                zo, center, scale = detect.robust_zscore(
                     x, window=params.window, guard=params.guard_samples,
                     short=params.short_window, energy=layout.channel(name).role in params.energy_roles,
-                    variance_floor=params.variance_floor, min_reference=params.min_reference)
-                zo = z_all[o]
+                    variance_floor=params.variance_floor, min_reference=params.min_reference,
+                    lo=o.start, hi=o.stop, ws=ws)
                 idx = np.flatnonzero(zo > flag_at)
                 z = zo[idx]
-                center, scale = center[o], scale_all[o]
             ts = frame.out_timestamps
             builders[name].feed_flagged(idx, z, x[o], ts, frame.start)
             if traces:
