@@ -41,52 +41,7 @@ def _centred(c: np.ndarray, n: int, width: int) -> np.ndarray:
 
 def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy: bool,
                   variance_floor: float = 1e-9, min_reference: int = 30) -> np.ndarray:
-    """Anomaly score of every sample against a trailing, guarded reference window.
-
-    Each sample ``i`` is compared with the reference ``[i - guard - window, i - guard)``:
-    samples before it, kept ``guard`` samples away so that an anomaly does not enter its
-    own baseline until it has lasted that long. Two statistics, the larger wins:
-
-    * per sample: ``|x[i] - mean_ref| / scale_ref``;
-    * short mean: the mean over the centred ``short`` samples around ``i`` against the
-      reference mean, in units of the scale of such a mean. It finds level shifts far below
-      the per-sample threshold, since averaging ``short`` samples divides noise by
-      ``sqrt(short)``.
-
-    ``energy=False`` (slow channels): the scale is the noise level estimated from first
-    differences, ``sqrt(mean(diff(x)**2) / 2)``, which drifts, trends and ramps in the
-    reference do not inflate; the short-mean scale is ``scale / sqrt(short)``.
-    ``energy=True`` (vibration): a periodic signal is not noise, so the per-sample scale is
-    the reference standard deviation, and the short statistic is the variance over the
-    short window (vibration energy) against its own reference mean and standard deviation.
-    A third statistic finds spikes on top of the vibration: the residual of predicting each
-    sample from its neighbours, ``x[i] - (x[i-1] + x[i+1]) / 2``, against its reference RMS.
-
-    Missing samples (NaN) are left out of every sum and get a score of 0. Samples with
-    fewer than ``min_reference`` valid reference samples (the start of a file) score 0.
-    Cost: a handful of running sums, O(N).
-
-    Parameters
-    ----------
-    x : ndarray, shape (n,)
-        Samples, any unit.
-    window, guard, short : int
-        Reference length, guard gap and short-mean length, samples.
-    energy : bool
-        Use the vibration statistics (see above).
-    variance_floor : float
-        Lower bound of every variance, squared units of ``x`` (``x**2`` for energy).
-    min_reference : int
-        Fewest valid reference samples needed to score a sample.
-
-    Returns
-    -------
-    z : ndarray, shape (n,)
-        The score.
-    center, scale : ndarray, shape (n,)
-        Reference mean and per-sample scale (units of ``x``), for plotting the band
-        ``center +/- threshold * scale``.
-    """
+    """The definition documented at telemetry_lab.detect.robust_zscore, whole signal."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     valid = ~np.isnan(x)
