@@ -305,54 +305,21 @@ done:
 
 /* ---- the robust detector (see detect.robust_zscore for the definition) ------------ */
 
+/* Running sums of one window, with the drift check of RECOUNT_BELOW per sum. */
+#define MAX_SUMS 5
 typedef struct {
-    const double *x;
-    Py_ssize_t n;
-    double offset;
-} Signal;
-
-static inline int valid_at(const Signal *g, Py_ssize_t j)
-{
-    return j >= 0 && j < g->n && !isnan(g->x[j]);
-}
-
-/* The sample about the offset, 0 where missing or outside the signal. */
-static inline double xv_at(const Signal *g, Py_ssize_t j)
-{
-    return valid_at(g, j) ? g->x[j] - g->offset : 0.0;
-}
-
-/* Squared first difference ending at j, where both samples are valid (else 0). */
-static inline double diff2_at(const Signal *g, Py_ssize_t j)
-{
-    if (!(valid_at(g, j) && valid_at(g, j - 1)))
-        return 0.0;
-    double d = xv_at(g, j) - xv_at(g, j - 1);
-    return d * d;
-}
-
-/* Residual of predicting sample j from its two neighbours (0 unless all three valid). */
-static inline double resid_at(const Signal *g, Py_ssize_t j)
-{
-    if (!(valid_at(g, j - 1) && valid_at(g, j) && valid_at(g, j + 1)))
-        return 0.0;
-    return xv_at(g, j) - 0.5 * (xv_at(g, j - 1) + xv_at(g, j + 1));
-}
-
-/* Sums of one running window and the largest magnitude each held since last counted:
- * see RECOUNT_BELOW. */
-#define N_SUMS 6
-typedef struct {
-    double sum[N_SUMS];
-    double peak[N_SUMS];
-    Py_ssize_t count, count2;    /* valid samples; valid pairs (first differences) */
-    Py_ssize_t hold;
+    int used;
+    double sum[MAX_SUMS], peak[MAX_SUMS];
+    Py_ssize_t count, count2;   /* valid samples; valid pairs (first differences) */
+    Py_ssize_t hold;            /* no recount before this step */
 } Window;
 
-static inline int window_drifted(Window *w, int used, Py_ssize_t k)
+static inline int window_drifted(Window *w, Py_ssize_t k)
 {
     int drifted = 0;
-    for (int q = 0; q < used; q++) {
+    for (int q = 0; q < MAX_SUMS; q++) {
+        if (q >= w->used)
+            break;
         double a = fabs(w->sum[q]);
         w->peak[q] = a > w->peak[q] ? a : w->peak[q];
         drifted |= !(a >= w->peak[q] * RECOUNT_BELOW);
@@ -360,22 +327,32 @@ static inline int window_drifted(Window *w, int used, Py_ssize_t k)
     return drifted && k >= w->hold;
 }
 
-static inline void window_counted(Window *w, int used)
+static inline void window_counted(Window *w)
 {
-    for (int q = 0; q < used; q++)
+    for (int q = 0; q < w->used; q++)
         w->peak[q] = fabs(w->sum[q]);
 }
 
-/* The centred short window of j, [j - short / 2, j + (short - 1) / 2]: count, sum and sum
- * of squares of the valid samples about the offset. */
-static void short_count(const Signal *g, Py_ssize_t j, Py_ssize_t shrt, Window *w)
+/* Per-position terms, arrays indexed from t0: the sample about the offset and whether it
+ * is valid; for vibration channels its square, the short-window energy, its square and
+ * the squared neighbour residual; for the others the squared first difference ending
+ * there and whether both its samples are valid. The short window's count and mean too. */
+typedef struct {
+    Py_ssize_t t0;
+    double *y, *valid, *t1, *t2, *t3, *t4, *n_short, *short_mean;
+} Terms;
+
+static void short_count(const double *y, const double *valid, Py_ssize_t j, Py_ssize_t t0,
+                        Py_ssize_t end, Py_ssize_t shrt, Window *w)
 {
+    /* [j - shrt / 2, j + (shrt - 1) / 2] within the positions the terms cover, which
+     * include every valid sample such a window can reach. */
     w->sum[0] = w->sum[1] = 0.0;
     w->count = 0;
-    w->hold = j;   /* no recount before the last non-finite term has left */
-    for (Py_ssize_t p = j - shrt / 2; p <= j + (shrt - 1) / 2; p++)
-        if (valid_at(g, p)) {
-            double v = xv_at(g, p);
+    w->hold = j;
+    for (Py_ssize_t p = imax(j - shrt / 2, t0); p <= imin(j + (shrt - 1) / 2, end - 1); p++)
+        if (valid[p - t0] != 0.0) {
+            double v = y[p - t0];
             w->sum[0] += v;
             w->sum[1] += v * v;
             w->count++;
@@ -384,158 +361,180 @@ static void short_count(const Signal *g, Py_ssize_t j, Py_ssize_t shrt, Window *
         }
 }
 
+/* Fill the terms for positions [t0, end), the short-window statistics for [t0, hi). */
+static void fill_terms(const double *x, Py_ssize_t n, double offset, int energy,
+                       Py_ssize_t shrt, Py_ssize_t hi, Terms *t, Py_ssize_t end)
+{
+    const Py_ssize_t t0 = t->t0;
+    for (Py_ssize_t j = t0; j < end; j++) {
+        int ok = !isnan(x[j]);
+        t->valid[j - t0] = ok;
+        t->y[j - t0] = ok ? x[j] - offset : 0.0;
+    }
+    Window w = {.used = 2};
+    short_count(t->y, t->valid, t0, t0, end, shrt, &w);
+    window_counted(&w);
+    for (Py_ssize_t j = t0; j < hi; j++) {
+        if (j > t0) {
+            Py_ssize_t in = j + (shrt - 1) / 2, out = j - shrt / 2 - 1;
+            if (in < end && t->valid[in - t0] != 0.0) {
+                double v = t->y[in - t0];
+                w.sum[0] += v; w.sum[1] += v * v; w.count++;
+            }
+            if (out >= t0 && t->valid[out - t0] != 0.0) {
+                double v = t->y[out - t0];
+                w.sum[0] -= v; w.sum[1] -= v * v; w.count--;
+            }
+            if (window_drifted(&w, j)) {
+                short_count(t->y, t->valid, j, t0, end, shrt, &w);
+                window_counted(&w);
+            }
+        }
+        double safe = w.count > 0 ? (double)w.count : 1.0;
+        double m = w.sum[0] / safe;
+        t->n_short[j - t0] = (double)w.count;
+        t->short_mean[j - t0] = m;
+        if (energy) {
+            double y = t->y[j - t0];
+            double e = w.count > 0 ? w.sum[1] / safe - m * m : 0.0;
+            double r = 0.0;
+            if (j >= 1 && j + 1 < n && !isnan(x[j - 1]) && !isnan(x[j]) && !isnan(x[j + 1]))
+                r = (x[j] - offset) - 0.5 * ((x[j - 1] - offset) + (x[j + 1] - offset));
+            t->t1[j - t0] = y * y;
+            t->t2[j - t0] = e;
+            t->t3[j - t0] = e * e;
+            t->t4[j - t0] = r * r;
+        } else {
+            double d = 0.0, both = 0.0;
+            if (j >= 1 && !isnan(x[j]) && !isnan(x[j - 1])) {
+                d = (x[j] - offset) - (x[j - 1] - offset);
+                both = 1.0;
+            }
+            t->t1[j - t0] = d * d;
+            t->t2[j - t0] = both;
+        }
+    }
+}
+
 typedef struct {
     Py_ssize_t window, guard, shrt, min_reference;
     int energy;
     double variance_floor;
-    Py_ssize_t a0;                 /* first position of the short-window arrays */
-    const double *n_short, *short_mean, *e_short;
 } Robust;
 
-static inline double e_short_at(const Robust *r, Py_ssize_t j)
+/* The reference of i, [i - guard - window, i - guard), counted from scratch; for the
+ * differences the pairs inside it, [i - guard - window + 1, i - guard). */
+static void reference_count(const Robust *r, const Terms *t, Py_ssize_t i, Window *w)
 {
-    return r->e_short[j - r->a0];
-}
-
-/* The reference of i, [i - guard - window, i - guard): its sums counted from scratch.
- * sum: 0 x, 1 x^2 (energy) or squared differences, 2 e_short, 3 e_short^2, 4 resid^2. */
-static void reference_count(const Signal *g, const Robust *r, Py_ssize_t i, Window *w)
-{
-    for (int q = 0; q < N_SUMS; q++)
+    for (int q = 0; q < MAX_SUMS; q++)
         w->sum[q] = 0.0;
     w->count = w->count2 = 0;
-    w->hold = i;   /* no recount before the last non-finite term has left */
+    w->hold = i;
     Py_ssize_t a = imax(i - r->guard - r->window, 0), b = imax(i - r->guard, 0);
     for (Py_ssize_t j = a; j < b; j++) {
-        double terms = 0.0;   /* NaN or inf if any term of j is */
-        if (valid_at(g, j)) {
-            double v = xv_at(g, j);
-            w->sum[0] += v;
-            w->count++;
-            if (r->energy)
-                w->sum[1] += v * v;
-            terms += v * v;
-        }
+        Py_ssize_t u = j - t->t0;
+        w->sum[0] += t->y[u];
+        w->count += t->valid[u] != 0.0;
+        double terms = t->y[u] * t->y[u];
         if (r->energy) {
-            double e = e_short_at(r, j), res = resid_at(g, j);
-            w->sum[2] += e;
-            w->sum[3] += e * e;
-            w->sum[4] += res * res;
-            terms += e * e + res * res;
-        } else if (j > a) {   /* differences inside the reference */
-            w->sum[1] += diff2_at(g, j);
-            w->count2 += valid_at(g, j) && valid_at(g, j - 1);
-            terms += diff2_at(g, j);
+            w->sum[1] += t->t1[u];
+            w->sum[2] += t->t2[u];
+            w->sum[3] += t->t3[u];
+            w->sum[4] += t->t4[u];
+            terms += t->t3[u] + t->t4[u];
+        } else if (j > a || j == 0) {
+            w->sum[1] += t->t1[u];
+            w->count2 += t->t2[u] != 0.0;
+            terms += t->t1[u];
         }
         if (!isfinite(terms))
             w->hold = j + r->guard + r->window + 2;
     }
 }
 
-/* Move the reference from i - 1 to i: position i - guard - 1 enters, i - guard - window - 1
- * leaves (and for the differences, the pair ending at i - guard - window). */
-static inline void reference_step(const Signal *g, const Robust *r, Py_ssize_t i, Window *w)
+static inline void reference_step(const Robust *r, const Terms *t, Py_ssize_t i, Window *w)
 {
     Py_ssize_t in = i - r->guard - 1, out = i - r->guard - r->window - 1;
     if (in >= 0) {
-        if (valid_at(g, in)) {
-            double v = xv_at(g, in);
-            w->sum[0] += v;
-            w->count++;
-            if (r->energy)
-                w->sum[1] += v * v;
-        }
+        Py_ssize_t u = in - t->t0;
+        w->sum[0] += t->y[u];
+        w->count += t->valid[u] != 0.0;
         if (r->energy) {
-            double e = e_short_at(r, in), res = resid_at(g, in);
-            w->sum[2] += e;
-            w->sum[3] += e * e;
-            w->sum[4] += res * res;
-        } else if (in > imax(out + 1, 0)) {
-            w->sum[1] += diff2_at(g, in);
-            w->count2 += valid_at(g, in) && valid_at(g, in - 1);
+            w->sum[1] += t->t1[u];
+            w->sum[2] += t->t2[u];
+            w->sum[3] += t->t3[u];
+            w->sum[4] += t->t4[u];
+        } else if (r->window > 1) {
+            w->sum[1] += t->t1[u];
+            w->count2 += t->t2[u] != 0.0;
         }
     }
     if (out >= 0) {
-        if (valid_at(g, out)) {
-            double v = xv_at(g, out);
-            w->sum[0] -= v;
-            w->count--;
-            if (r->energy)
-                w->sum[1] -= v * v;
-        }
+        Py_ssize_t u = out - t->t0;
+        w->sum[0] -= t->y[u];
+        w->count -= t->valid[u] != 0.0;
         if (r->energy) {
-            double e = e_short_at(r, out), res = resid_at(g, out);
-            w->sum[2] -= e;
-            w->sum[3] -= e * e;
-            w->sum[4] -= res * res;
-        } else if (out + 1 < in) {   /* the pair (out, out + 1) leaves */
-            w->sum[1] -= diff2_at(g, out + 1);
-            w->count2 -= valid_at(g, out + 1) && valid_at(g, out);
+            w->sum[1] -= t->t1[u];
+            w->sum[2] -= t->t2[u];
+            w->sum[3] -= t->t3[u];
+            w->sum[4] -= t->t4[u];
         }
+    }
+    if (!r->energy && r->window > 1 && out + 1 >= 0) {   /* the pair ending at out + 1 */
+        Py_ssize_t u = out + 1 - t->t0;
+        w->sum[1] -= t->t1[u];
+        w->count2 -= t->t2[u] != 0.0;
     }
 }
 
 /*
- * Robust scores of x[lo:hi] (see detect.robust_zscore). Pass 1 runs the centred short
- * window over every position a reference or a score will read; pass 2 runs the trailing
- * reference and scores. Writes z, center (reference mean) and scale for [lo, hi).
+ * Robust scores of x[lo:hi] (see detect.robust_zscore). The per-position terms and the
+ * centred short window first, then the trailing reference, one step per scored sample.
  */
-static void robust_scan(const Signal *g, Robust *r, Py_ssize_t lo, Py_ssize_t hi,
-                        double *n_short, double *short_mean, double *e_short,
-                        double *z_out, double *center_out, double *scale_out)
+static void robust_scan(const double *x, Py_ssize_t n, const Robust *r, Py_ssize_t lo,
+                        Py_ssize_t hi, double *scratch, double *z_out, double *center_out,
+                        double *scale_out)
 {
+    double offset = 0.0;
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (!isnan(x[j])) { offset = x[j]; break; }
     const Py_ssize_t S = r->shrt;
     const double floor = r->variance_floor;
-    Py_ssize_t a0 = r->energy ? imax(lo - r->guard - r->window - 1, 0) : lo;
-    r->a0 = a0;
-    r->n_short = n_short;
-    r->short_mean = short_mean;
-    r->e_short = e_short;
+    /* Positions the references of [lo, hi) reach, and the short windows of those. */
+    Py_ssize_t t0 = imax(lo - r->guard - r->window - 1 - S / 2, 0);
+    Py_ssize_t end = imin(hi + (S - 1) / 2 + 1, n);
+    Py_ssize_t len = end - t0;
+    Terms t = {.t0 = t0};
+    double **arrays[] = {&t.y, &t.valid, &t.t1, &t.t2, &t.t3, &t.t4, &t.n_short, &t.short_mean};
+    for (int q = 0; q < 8; q++)
+        *arrays[q] = scratch + q * len;
+    fill_terms(x, n, offset, r->energy, S, hi, &t, end);
 
-    Window w = {{0}};
-    short_count(g, a0, S, &w);
-    window_counted(&w, 2);
-    for (Py_ssize_t j = a0; j < hi; j++) {
-        if (j > a0) {
-            Py_ssize_t in = j + (S - 1) / 2, out = j - S / 2 - 1;
-            if (valid_at(g, in)) { double v = xv_at(g, in); w.sum[0] += v; w.sum[1] += v * v; w.count++; }
-            if (valid_at(g, out)) { double v = xv_at(g, out); w.sum[0] -= v; w.sum[1] -= v * v; w.count--; }
-            if (window_drifted(&w, 2, j)) {
-                short_count(g, j, S, &w);
-                window_counted(&w, 2);
-            }
-        }
-        double safe = w.count > 0 ? (double)w.count : 1.0;
-        double m = w.sum[0] / safe;
-        n_short[j - a0] = (double)w.count;
-        short_mean[j - a0] = m;
-        e_short[j - a0] = w.count > 0 ? w.sum[1] / safe - m * m : 0.0;
-    }
-
-    const int used = r->energy ? 5 : 2;
-    reference_count(g, r, lo, &w);
-    window_counted(&w, used);
+    Window w = {.used = r->energy ? 5 : 2};
+    reference_count(r, &t, lo, &w);
+    window_counted(&w);
     const Py_ssize_t need = imax(r->min_reference, 2);
     for (Py_ssize_t i = lo; i < hi; i++) {
         if (i > lo) {
-            reference_step(g, r, i, &w);
-            if (window_drifted(&w, used, i)) {
-                reference_count(g, r, i, &w);
-                window_counted(&w, used);
+            reference_step(r, &t, i, &w);
+            if (window_drifted(&w, i)) {
+                reference_count(r, &t, i, &w);
+                window_counted(&w);
             }
         }
+        Py_ssize_t u = i - t0;
         int enough = w.count >= need;
         double safe_n = enough ? (double)w.count : 1.0;
         double mean_ref = w.sum[0] / safe_n;
-        double dev = xv_at(g, i) - mean_ref;
-        double ns = n_short[i - a0];
+        double dev = t.y[u] - mean_ref;
+        double ns = t.n_short[u];
         double var, z_sample, z_short;
         if (!r->energy) {
             var = w.sum[1] / (2.0 * (w.count2 > 0 ? (double)w.count2 : 1.0));
             if (var < floor) var = floor;
             double scale = sqrt(var);
             z_sample = fabs(dev) / scale;
-            z_short = fabs(short_mean[i - a0] - mean_ref) * sqrt(ns) / scale;
+            z_short = fabs(t.short_mean[u] - mean_ref) * sqrt(ns) / scale;
             scale_out[i - lo] = scale;
         } else {
             var = w.sum[1] / safe_n - mean_ref * mean_ref;
@@ -545,18 +544,18 @@ static void robust_scan(const Signal *g, Robust *r, Py_ssize_t lo, Py_ssize_t hi
             double ref_e = w.sum[2] / safe_n;
             double var_e = w.sum[3] / safe_n - ref_e * ref_e;
             if (var_e < floor) var_e = floor;
-            z_short = fabs(e_short[i - a0] - ref_e) / sqrt(var_e);
+            z_short = fabs(t.t2[u] - ref_e) / sqrt(var_e);
             double var_r = w.sum[4] / safe_n;
             if (var_r < floor) var_r = floor;
-            double z_resid = fabs(resid_at(g, i)) / sqrt(var_r);
+            double z_resid = sqrt(t.t4[u] / var_r);
             z_sample = z_resid > z_sample || isnan(z_resid) ? z_resid : z_sample;
             scale_out[i - lo] = scale;
         }
         if (ns < S)
             z_short = 0.0;   /* a short window cut by the signal's ends: not scored */
         double z = z_short > z_sample || isnan(z_short) ? z_short : z_sample;
-        z_out[i - lo] = (valid_at(g, i) && enough) ? z : 0.0;
-        center_out[i - lo] = mean_ref + g->offset;
+        z_out[i - lo] = (t.valid[u] != 0.0 && enough) ? z : 0.0;
+        center_out[i - lo] = mean_ref + offset;
     }
 }
 
@@ -583,21 +582,15 @@ static PyObject *py_robust_scan(PyObject *self, PyObject *args)
                      "do not fit a signal of %zd samples", window, guard, shrt, lo, hi, n);
         goto done;
     }
-    if (bscratch.len / 8 < 3 * n || bz.len / 8 < rows || bcenter.len / 8 < rows ||
+    if (bscratch.len / 8 < 8 * (n + 1) || bz.len / 8 < rows || bcenter.len / 8 < rows ||
         bscale.len / 8 < rows) {
         PyErr_SetString(PyExc_ValueError, "scratch or output buffers are too small");
         goto done;
     }
-    const double *x = (const double *)bx.buf;
-    double offset = 0.0;
-    for (Py_ssize_t j = 0; j < n; j++)
-        if (!isnan(x[j])) { offset = x[j]; break; }
-    Signal g = {x, n, offset};
     Robust r = {.window = window, .guard = guard, .shrt = shrt, .min_reference = min_reference,
                 .energy = energy, .variance_floor = variance_floor};
-    double *scratch = (double *)bscratch.buf;
     Py_BEGIN_ALLOW_THREADS
-    robust_scan(&g, &r, lo, hi, scratch, scratch + n, scratch + 2 * n, (double *)bz.buf,
+    robust_scan((const double *)bx.buf, n, &r, lo, hi, (double *)bscratch.buf, (double *)bz.buf,
                 (double *)bcenter.buf, (double *)bscale.buf);
     Py_END_ALLOW_THREADS
     result = Py_None;

@@ -291,5 +291,5 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
     z, center, scale = (ws.get(name, rows) for name in ("z", "center", "scale"))
     _kernels.robust_scan(x, int(window), int(guard), int(short), bool(energy),
                          float(variance_floor), int(min_reference), lo, hi,
-                         ws.get("robust_scratch", 3 * n), z, center, scale)
+                         ws.get("robust_scratch", 8 * (n + 1)), z, center, scale)
     return z, center, scale

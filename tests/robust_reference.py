@@ -3,10 +3,15 @@ as the reference that the compiled scan (telemetry_lab/_kernels.c) is tested aga
 
 import numpy as np
 
+#: Extended precision: running sums differenced over a window lose digits where a
+#: variance is a small difference of large sums; the reference should not be the less
+#: exact of the two.
+FLOAT = np.longdouble
+
 
 def _csum(v: np.ndarray) -> np.ndarray:
     """Running sum with a leading zero: ``sum(v[a:b]) == c[b] - c[a]``."""
-    c = np.empty(len(v) + 1)
+    c = np.empty(len(v) + 1, dtype=FLOAT)
     c[0] = 0.0
     np.cumsum(v, out=c[1:])
     return c
@@ -19,7 +24,7 @@ def _window_diff(c: np.ndarray, n: int, k_hi: int, k_lo: int) -> np.ndarray:
     clipped to the signal. The interior is one slice subtraction; only the clipped edges
     need index arrays.
     """
-    out = np.empty(n)
+    out = np.empty(n, dtype=FLOAT)
     a = min(max(0, -k_hi, -k_lo), n)
     b = max(min(n, n - k_hi, n - k_lo), a)
     np.subtract(c[a + k_hi:b + k_hi], c[a + k_lo:b + k_lo], out=out[a:b])
@@ -42,14 +47,14 @@ def _centred(c: np.ndarray, n: int, width: int) -> np.ndarray:
 def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy: bool,
                   variance_floor: float = 1e-9, min_reference: int = 30) -> np.ndarray:
     """The definition documented at telemetry_lab.detect.robust_zscore, whole signal."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=FLOAT)
     n = len(x)
     valid = ~np.isnan(x)
     complete = bool(valid.all())
     offset = float(x[valid][0]) if valid.any() else 0.0
     # Running sums of x - offset stay small, so they stay exact.
     xv = x - offset if complete else np.where(valid, x - offset, 0.0)
-    c_n = np.arange(n + 1, dtype=np.float64) if complete else _csum(valid.astype(np.float64))
+    c_n = np.arange(n + 1, dtype=FLOAT) if complete else _csum(valid.astype(FLOAT))
     c_x = _csum(xv)
     lo, hi = guard + window, guard
     n_ref = _trailing(c_n, n, lo, hi)
@@ -62,13 +67,13 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
     safe_short = np.where(n_short > 0, n_short, 1.0)
     if not energy:
         # Noise from first differences; a difference counts when both samples are valid.
-        d = np.zeros(n)
+        d = np.zeros(n, dtype=FLOAT)
         np.subtract(xv[1:], xv[:-1], out=d[1:])
         np.multiply(d, d, out=d)
         if complete:
             n_d = np.maximum(n_ref - 1, 0)
         else:
-            both = np.zeros(n)
+            both = np.zeros(n, dtype=FLOAT)
             both[1:] = valid[1:] & valid[:-1]
             d[both == 0] = 0.0
             n_d = _trailing(_csum(both), n, lo - 1, hi)  # differences inside the reference
@@ -98,7 +103,7 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
         # Spikes ride on the spindle signal, which a per-sample z against the reference
         # spread cannot see past. The residual of predicting each sample from its two
         # neighbours removes the (smooth, periodic) signal and leaves noise and spikes.
-        r = np.zeros(n)
+        r = np.zeros(n, dtype=FLOAT)
         r[1:-1] = xv[1:-1] - 0.5 * (xv[:-2] + xv[2:])
         if not complete:
             r[1:-1][~(valid[1:-1] & valid[:-2] & valid[2:])] = 0.0
