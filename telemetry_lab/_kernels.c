@@ -30,6 +30,26 @@ static int has_nonfinite(const double *x, Py_ssize_t a, Py_ssize_t b)
     return isnan(s0 + s1 + s2 + s3);
 }
 
+/* A typical sample of x[a:b]: the median of up to 31 finite samples spread over it.
+ * Running sums are taken about it so that they stay small; a glitch must not be it. */
+static double typical_value(const double *x, Py_ssize_t a, Py_ssize_t b)
+{
+    double pick[31];
+    int m = 0;
+    Py_ssize_t step = (b - a) / 31 > 0 ? (b - a) / 31 : 1;
+    for (Py_ssize_t j = a; j < b && m < 31; j += step)
+        if (isfinite(x[j]))
+            pick[m++] = x[j];
+    for (Py_ssize_t j = a; m == 0 && j < b; j++)   /* sparse: the first finite one */
+        if (isfinite(x[j]))
+            pick[m++] = x[j];
+    for (int i = 1; i < m; i++)   /* insertion sort of at most 31 values */
+        for (int k = i; k > 0 && pick[k - 1] > pick[k]; k--) {
+            double t = pick[k]; pick[k] = pick[k - 1]; pick[k - 1] = t;
+        }
+    return m ? pick[m / 2] : 0.0;
+}
+
 static inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
 static inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
 
@@ -144,10 +164,7 @@ static Py_ssize_t zscore_scan(Scan *s)
 
     for (Py_ssize_t j = 0; j <= mask; j++)
         dev2_ring[j] = 0.0;   /* deviations before the first window count as 0 */
-    /* Sums are taken about a typical sample so that they stay small and exact. */
-    double offset = 0.0;
-    for (Py_ssize_t j = (lo + hi) / 2; j < n; j++)
-        if (isfinite(x[j])) { offset = x[j]; break; }
+    double offset = typical_value(x, lo < hi ? lo : 0, lo < hi ? hi : n);
     const double inv_w = s->inv_w;
 
     Py_ssize_t k0 = imax(lo - left, 0);
@@ -447,8 +464,8 @@ static void reference_count(const Robust *r, const Terms *t, Py_ssize_t i, Windo
             w->count2 += t->t2[u] != 0.0;
             terms += t->t1[u];
         }
-        if (!isfinite(terms))
-            w->hold = j + r->guard + r->window + 2;
+        if (!isfinite(terms))   /* the step at which j leaves the reference */
+            w->hold = j + r->guard + r->window + 1;
     }
 }
 
@@ -495,9 +512,7 @@ static void robust_scan(const double *x, Py_ssize_t n, const Robust *r, Py_ssize
                         Py_ssize_t hi, double *scratch, double *z_out, double *center_out,
                         double *scale_out)
 {
-    double offset = 0.0;
-    for (Py_ssize_t j = 0; j < n; j++)
-        if (!isnan(x[j])) { offset = x[j]; break; }
+    double offset = typical_value(x, 0, n);
     const Py_ssize_t S = r->shrt;
     const double floor = r->variance_floor;
     /* Positions the references of [lo, hi) reach, and the short windows of those. */
@@ -548,14 +563,16 @@ static void robust_scan(const double *x, Py_ssize_t n, const Robust *r, Py_ssize
             double var_r = w.sum[4] / safe_n;
             if (var_r < floor) var_r = floor;
             double z_resid = sqrt(t.t4[u] / var_r);
-            z_sample = z_resid > z_sample || isnan(z_resid) ? z_resid : z_sample;
+            z_sample = fmax(z_sample, z_resid);   /* an undefined score does not win */
             scale_out[i - lo] = scale;
         }
         if (ns < S)
             z_short = 0.0;   /* a short window cut by the signal's ends: not scored */
-        double z = z_short > z_sample || isnan(z_short) ? z_short : z_sample;
+        double z = fmax(z_sample, z_short);
         z_out[i - lo] = (t.valid[u] != 0.0 && enough) ? z : 0.0;
-        center_out[i - lo] = mean_ref + offset;
+        center_out[i - lo] = enough ? mean_ref + offset : NAN;
+        if (!enough)
+            scale_out[i - lo] = NAN;   /* no reference yet: nothing to draw */
     }
 }
 

@@ -104,6 +104,18 @@ class Framer:
         return frame
 
 
+def _nanmean(rows: np.ndarray) -> np.ndarray:
+    """Mean of each row's non-NaN values, NaN for a row with none.
+
+    All-NaN buckets are expected (sensor dropouts, no reference yet) and must not warn:
+    numpy.nanmean would, and silencing it with warnings.catch_warnings is not thread-safe.
+    """
+    ok = ~np.isnan(rows)
+    count = ok.sum(axis=1)
+    total = np.where(ok, rows, 0.0).sum(axis=1)
+    return np.divide(total, count, out=np.full(len(rows), np.nan), where=count > 0)
+
+
 @dataclass
 class ChannelTrace:
     """Decimated view of one channel for plots: per-bucket min/max of the signal and the
@@ -117,12 +129,6 @@ class ChannelTrace:
     std: list = field(default_factory=list)
 
     def update(self, offset: int, ts: np.ndarray, x: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        # All-NaN buckets are expected (sensor dropouts) and give NaN, not a warning.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self._update(offset, ts, x, mean, std)
-
-    def _update(self, offset, ts, x, mean, std):
         # Buckets are aligned to absolute row numbers so chunking does not move them.
         first = -(-offset // self.bucket_rows) * self.bucket_rows - offset
         if first:
@@ -133,22 +139,22 @@ class ChannelTrace:
             sl = slice(first, first + n)
             shape = (-1, b)
             self.t_ns.extend(ts[sl][::b].tolist())
-            self.lo.extend(np.nanmin(x[sl].reshape(shape), axis=1).tolist())
-            self.hi.extend(np.nanmax(x[sl].reshape(shape), axis=1).tolist())
-            self.mean.extend(np.nanmean(mean[sl].reshape(shape), axis=1).tolist())
-            self.std.extend(np.nanmean(std[sl].reshape(shape), axis=1).tolist())
+            self.lo.extend(np.fmin.reduce(x[sl].reshape(shape), axis=1).tolist())
+            self.hi.extend(np.fmax.reduce(x[sl].reshape(shape), axis=1).tolist())
+            self.mean.extend(_nanmean(mean[sl].reshape(shape)).tolist())
+            self.std.extend(_nanmean(std[sl].reshape(shape)).tolist())
         rest = slice(first + n, len(x))
         if rest.start < rest.stop:
             self._partial(ts[rest], x[rest], mean[rest], std[rest], merge=False)
 
     def _partial(self, ts, x, mean, std, *, merge):
-        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-        m, s = float(np.nanmean(mean)), float(np.nanmean(std))
+        lo, hi = float(np.fmin.reduce(x)), float(np.fmax.reduce(x))
+        m, s = float(_nanmean(mean[None])[0]), float(_nanmean(std[None])[0])
         if merge and self.t_ns:
-            self.lo[-1] = min(self.lo[-1], lo)
-            self.hi[-1] = max(self.hi[-1], hi)
-            self.mean[-1] = (self.mean[-1] + m) / 2
-            self.std[-1] = (self.std[-1] + s) / 2
+            self.lo[-1] = float(np.fmin(self.lo[-1], lo))
+            self.hi[-1] = float(np.fmax(self.hi[-1], hi))
+            self.mean[-1] = float(_nanmean(np.array([[self.mean[-1], m]]))[0])
+            self.std[-1] = float(_nanmean(np.array([[self.std[-1], s]]))[0])
         else:
             self.t_ns.append(int(ts[0]))
             self.lo.append(lo)

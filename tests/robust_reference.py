@@ -109,9 +109,9 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
             r[1:-1][~(valid[1:-1] & valid[:-2] & valid[2:])] = 0.0
         var_r = _trailing(_csum(r * r), n, lo, hi) / safe_n
         np.maximum(var_r, variance_floor, out=var_r)
-        z_sample = np.maximum(z_sample, np.abs(r) / np.sqrt(var_r))
+        z_sample = np.fmax(z_sample, np.abs(r) / np.sqrt(var_r))
     # A short window cut by the signal's ends is a noisier statistic: not scored.
     z_short[n_short < short] = 0.0
-    z = np.maximum(z_sample, z_short)
+    z = np.fmax(z_sample, z_short)  # an undefined score does not win
     z[~valid | ~enough] = 0.0
-    return z, mean_ref + offset, scale
+    return z, np.where(enough, mean_ref + offset, np.nan), np.where(enough, scale, np.nan)

@@ -55,3 +55,12 @@ def test_a_huge_glitch_only_affects_the_windows_that_hold_it(glitch, energy):
     # Past every window that holds the glitch, the scores are those of the clean signal.
     after = 2_000 + 1000 + 50 + 50 + 2
     np.testing.assert_allclose(z[after:], z_clean[after:], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("energy", [False, True])
+def test_an_infinite_sample_is_flagged_not_hidden_by_an_undefined_score(energy):
+    x = np.random.default_rng(5).normal(size=400)
+    x[300] = np.inf
+    z, center, _ = robust_zscore(x, window=100, guard=2, short=4, energy=energy, min_reference=20)
+    assert z[300] > 6.5
+    assert np.isnan(center[:20]).all()  # no reference yet: no band to draw
