@@ -47,17 +47,21 @@ class Frame:
     parts: list[Chunk]
     out_timestamps: np.ndarray | None = None
 
-    def _gather(self, arrays) -> np.ndarray:
+    def _gather(self, arrays, out: np.ndarray | None = None) -> np.ndarray:
         pieces = []
         for part, arr in zip(self.parts, arrays):
             lo = max(self.ctx_start - part.start, 0)
             hi = min(self.ctx_stop - part.start, len(part))
             if hi > lo:
                 pieces.append(arr[lo:hi])
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces, out=None if out is None else out[:self.ctx_stop - self.ctx_start])
 
-    def column(self, name: str) -> np.ndarray:
-        return self._gather([p.columns[name] for p in self.parts])
+    def column(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """The column over the frame's context rows: a view when one chunk holds them,
+        else a copy (into ``out`` if given, at least as long as the context)."""
+        return self._gather([p.columns[name] for p in self.parts], out)
 
     @property
     def timestamps(self) -> np.ndarray:
@@ -296,16 +300,17 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         flag_at = params.z_exit if params.z_exit is not None else params.z_threshold
 
         def detect_channel(frame: Frame, name: str) -> None:
-            x = frame.column(name)
+            # The thread's buffers, reused from channel to channel and frame to frame:
+            # fresh arrays would cost a page fault per 4 kB.
+            ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
+            x = frame.column(name, out=ws.get("frame", frame.ctx_stop - frame.ctx_start))
             o = frame.out
             if params.detector == "zscore":
-                ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
                 idx, z, center, var = detect.seed_scan(
                     x, params.window, flag_at, lo=o.start, hi=o.stop, ws=ws,
                     variance_floor=params.variance_floor, keep_series=bool(traces))
                 scale = np.sqrt(var) if traces else None
             else:
-                ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
                 zo, center, scale = detect.robust_zscore(
                     x, window=params.window, guard=params.guard_samples,
                     short=params.short_window, energy=layout.channel(name).role in params.energy_roles,
