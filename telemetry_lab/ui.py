@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from html import escape
 from typing import Callable, Sequence
@@ -565,6 +566,8 @@ class LocalSubmission:
             cmd += ["--params", cfg.params_uri]
         # Output goes to a file, not a pipe: nobody may be reading while the run goes on.
         self._log = tempfile.TemporaryFile(mode="w+")
+        # The log is read for as long as the panel shows this run: closed with the object.
+        weakref.finalize(self, self._log.close)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def poll(self) -> int | None:
