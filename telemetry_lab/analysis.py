@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
