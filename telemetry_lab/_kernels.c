@@ -435,13 +435,13 @@ static void fill_terms(const double *x, Py_ssize_t n, double offset, int energy,
                 window_counted(&w);
             }
         }
-        double safe = w.count > 0 ? (double)w.count : 1.0;
-        double m = w.sum[0] / safe;
+        double inv = 1.0 / (w.count > 0 ? (double)w.count : 1.0);
+        double m = w.sum[0] * inv;
         t->n_short[j - t0] = (double)w.count;
         t->short_mean[j - t0] = m;
         if (energy) {
             double y = t->y[j - t0];
-            double e = w.count > 0 ? w.sum[1] / safe - m * m : 0.0;
+            double e = w.count > 0 ? w.sum[1] * inv - m * m : 0.0;
             double r = 0.0;
             if (j >= 1 && j + 1 < n && !isnan(x[j - 1]) && !isnan(x[j]) && !isnan(x[j + 1]))
                 r = (x[j] - offset) - 0.5 * ((x[j - 1] - offset) + (x[j + 1] - offset));
@@ -557,6 +557,7 @@ static void robust_scan(const double *x, Py_ssize_t n, const Robust *r, Py_ssize
     reference_count(r, &t, lo, &w);
     window_counted(&w);
     const Py_ssize_t need = imax(r->min_reference, 2);
+    const double sqrt_short = sqrt((double)S);
     for (Py_ssize_t i = lo; i < hi; i++) {
         if (i > lo) {
             reference_step(r, &t, i, &w);
@@ -567,28 +568,29 @@ static void robust_scan(const double *x, Py_ssize_t n, const Robust *r, Py_ssize
         }
         Py_ssize_t u = i - t0;
         int enough = w.count >= need;
-        double safe_n = enough ? (double)w.count : 1.0;
-        double mean_ref = w.sum[0] / safe_n;
+        /* One division per window, multiplications after it. */
+        double inv_n = 1.0 / (enough ? (double)w.count : 1.0);
+        double mean_ref = w.sum[0] * inv_n;
         double dev = t.y[u] - mean_ref;
         double ns = t.n_short[u];
         double var, z_sample, z_short;
         if (!r->energy) {
             var = w.sum[1] / (2.0 * (w.count2 > 0 ? (double)w.count2 : 1.0));
             if (var < floor) var = floor;
-            double scale = sqrt(var);
-            z_sample = fabs(dev) / scale;
-            z_short = fabs(t.short_mean[u] - mean_ref) * sqrt(ns) / scale;
+            double scale = sqrt(var), inv_scale = 1.0 / scale;
+            z_sample = fabs(dev) * inv_scale;
+            z_short = fabs(t.short_mean[u] - mean_ref) * (ns == S ? sqrt_short : sqrt(ns)) * inv_scale;
             scale_out[i - lo] = scale;
         } else {
-            var = w.sum[1] / safe_n - mean_ref * mean_ref;
+            var = w.sum[1] * inv_n - mean_ref * mean_ref;
             if (var < floor) var = floor;
             double scale = sqrt(var);
             z_sample = fabs(dev) / scale;
-            double ref_e = w.sum[2] / safe_n;
-            double var_e = w.sum[3] / safe_n - ref_e * ref_e;
+            double ref_e = w.sum[2] * inv_n;
+            double var_e = w.sum[3] * inv_n - ref_e * ref_e;
             if (var_e < floor) var_e = floor;
             z_short = fabs(t.t2[u] - ref_e) / sqrt(var_e);
-            double var_r = w.sum[4] / safe_n;
+            double var_r = w.sum[4] * inv_n;
             if (var_r < floor) var_r = floor;
             double z_resid = sqrt(t.t4[u] / var_r);
             z_sample = fmax(z_sample, z_resid);   /* an undefined score does not win */
