@@ -18,6 +18,12 @@ EXIT_REPORT = 7
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
+def exit_code_for_signal(signum: int | None) -> int:
+    """What a shell reports for a process a signal stopped: 128 + its number (130 for
+    SIGINT, 143 for SIGTERM, the default when the signal is not known)."""
+    return 128 + signum if signum else EXIT_INTERRUPTED
+
+
 class TelemetryLabError(Exception):
     """Base class. ``file`` and ``channel`` say where the problem is."""
 

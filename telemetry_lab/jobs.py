@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 from . import manifest as manifest_mod
 from . import storage
 from .analysis import analyse
-from .errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, TelemetryLabError,
-                     ParamsError)
+from .errors import (EXIT_OK, EXIT_UNEXPECTED, ParamsError, TelemetryLabError,
+                     exit_code_for_signal)
 from .params import AnalysisParams
 
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
@@ -136,6 +136,8 @@ class SliceSummary:
     files: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: The signal that stopped the slice, if known (its exit code is 128 + its number).
+    stop_signal: int | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -143,7 +145,7 @@ class SliceSummary:
     @property
     def exit_code(self) -> int:
         if self.interrupted or self.count("SKIP"):
-            return EXIT_INTERRUPTED
+            return exit_code_for_signal(self.stop_signal)
         failed = [f for f in self.files if f.status == "FAIL"]
         if failed:
             return failed[0].error.get("exit_code", EXIT_UNEXPECTED)
@@ -157,7 +159,7 @@ class SliceSummary:
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "index": self.index, "size": self.size,
                 "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
-                "exit_code": self.exit_code,
+                "stop_signal": self.stop_signal, "exit_code": self.exit_code,
                 "counts": {s: self.count(s) for s in ("OK", "FAIL", "SKIP")},
                 "files": [asdict(f) for f in self.files]}
 
@@ -168,6 +170,7 @@ class StopFlag:
     def __init__(self):
         self.stopped = False
         self.signal_name: str | None = None
+        self.signum: int | None = None
 
     def __call__(self) -> bool:
         return self.stopped
@@ -178,6 +181,7 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         self.stopped = True
+        self.signum = signum
         self.signal_name = signal.Signals(signum).name
 
 
@@ -255,6 +259,7 @@ def run_slice(entries: list[tuple[str, str]], paths: Paths, params: AnalysisPara
     for stem, uri in entries:
         if should_stop():
             summary.interrupted = True
+            summary.stop_signal = getattr(should_stop, "signum", None)  # a StopFlag knows it
             outcome = FileOutcome(stem, uri, "SKIP", error={"error": "Interrupted",
                                                              "message": "run stopped by signal"})
         else:
@@ -339,12 +344,14 @@ def run_local(cfg: LocalRun, *, progress: bool = True, log: Callable[[str], None
         codes[i] = proc.wait()
 
     def forward(signum, frame):
+        stopped_by.append(signum)
         stop.set()
         with lock:
             for proc in children.values():
                 if proc.poll() is None:
                     proc.send_signal(signum)
 
+    stopped_by: list[int] = []
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         pending = list(range(size))
@@ -375,7 +382,7 @@ def run_local(cfg: LocalRun, *, progress: bool = True, log: Callable[[str], None
     exit_code = EXIT_OK
     failed_children = [codes.get(i, EXIT_UNEXPECTED) for i in range(size) if codes.get(i, 1) != 0]
     if stop.is_set() or counts["SKIP"]:
-        exit_code = EXIT_INTERRUPTED
+        exit_code = exit_code_for_signal(stopped_by[0] if stopped_by else None)
     elif failed_children:  # a child that crashed leaves files NOT_RUN: its own code says why
         exit_code = failed_children[0]
     summary = {

@@ -432,7 +432,7 @@ def summary_from_notebook(nb) -> jobs.SliceSummary | None:
                 d = data[SUMMARY_MIME]
                 return jobs.SliceSummary(d["run_id"], d["index"], d["size"],
                                          [jobs.FileOutcome(**f) for f in d["files"]],
-                                         d["seconds"], d["interrupted"])
+                                         d["seconds"], d["interrupted"], d.get("stop_signal"))
     return None
 
 

@@ -101,6 +101,22 @@ def test_sigterm_mid_slice_then_retry_completes_without_redoing(slow_fleet, tmp_
     assert len(list((tmp_path / "results" / "r1").glob("site-*.json"))) == 6
 
 
+def test_sigint_mid_slice_exits_130(slow_fleet, tmp_path):
+    """An interrupt (Ctrl-C) stops the slice like SIGTERM, and says so in its exit code."""
+    args = [sys.executable, "-m", "telemetry_lab", "slice", "--manifest",
+            str(slow_fleet / "manifest.json"), "--results", str(tmp_path), "--run-id", "r1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    first = proc.stdout.readline()
+    assert first.startswith("OK "), first + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert any(line.startswith("SKIP ") for line in rest.splitlines())
+    summary = read_json(tmp_path / "results" / "r1" / "_slices" / "00000.json")
+    assert summary["stop_signal"] == signal.SIGINT and summary["exit_code"] == 130
+
+
 def test_retry_with_other_params_redoes_the_work(small_fleet, tmp_path):
     args = ["slice", "--manifest", small_fleet["manifest"], "--results", str(tmp_path), "--run-id", "r2"]
     assert cli(*args).returncode == 0
