@@ -71,14 +71,20 @@ def slow_fleet(tmp_path_factory):
     return out
 
 
-def test_sigterm_mid_slice_then_retry_completes_without_redoing(slow_fleet, tmp_path):
+def slice_stopped_after_one_file(slow_fleet, tmp_path, signum):
+    """Start a slice, send ``signum`` once its first file is done; (args, proc, first line)."""
     args = [sys.executable, "-m", "telemetry_lab", "slice", "--manifest",
             str(slow_fleet / "manifest.json"), "--results", str(tmp_path), "--run-id", "r1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     first = proc.stdout.readline()
     assert first.startswith("OK "), first + proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
+    return args, proc, first
+
+
+def test_sigterm_mid_slice_then_retry_completes_without_redoing(slow_fleet, tmp_path):
+    args, proc, first = slice_stopped_after_one_file(slow_fleet, tmp_path, signal.SIGTERM)
     rest, err = proc.communicate(timeout=120)
     lines = [first.strip()] + rest.splitlines()
     assert proc.returncode == 143, err
@@ -103,13 +109,7 @@ def test_sigterm_mid_slice_then_retry_completes_without_redoing(slow_fleet, tmp_
 
 def test_sigint_mid_slice_exits_130(slow_fleet, tmp_path):
     """An interrupt (Ctrl-C) stops the slice like SIGTERM, and says so in its exit code."""
-    args = [sys.executable, "-m", "telemetry_lab", "slice", "--manifest",
-            str(slow_fleet / "manifest.json"), "--results", str(tmp_path), "--run-id", "r1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    first = proc.stdout.readline()
-    assert first.startswith("OK "), first + proc.stderr.read()
-    proc.send_signal(signal.SIGINT)
+    _, proc, _ = slice_stopped_after_one_file(slow_fleet, tmp_path, signal.SIGINT)
     rest, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert any(line.startswith("SKIP ") for line in rest.splitlines())
