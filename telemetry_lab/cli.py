@@ -82,6 +82,7 @@ def cmd_slice(a) -> int:
     stop.install()
     entries = jobs.slice_entries(a.manifest, index, size)
     paths = jobs.Paths(a.results, run_id)
+    jobs.check_writable(paths, index)
     if a.engine == "papermill":
         from .notebook import run_slice_papermill
 

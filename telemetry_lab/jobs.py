@@ -241,6 +241,21 @@ def process_file(stem: str, uri: str, paths: Paths, params: AnalysisParams, *,
         return FileOutcome(stem, uri, "FAIL", time.perf_counter() - t0, error=record)
 
 
+def check_writable(paths: Paths, index: int) -> None:
+    """Write and remove an empty file where this slice's summary will go, so that a local
+    results folder that cannot be written fails the slice before any analysis rather than
+    after each file's. Raises :class:`StorageError` naming the place.
+
+    Local folders only: on S3 removing the probe would leave a folder marker behind
+    (pyarrow keeps emptied prefixes); a denied PUT there fails at the first result written.
+    """
+    if not storage.storage_is_local(paths.root):
+        return
+    probe = storage.join(paths.root, "results", paths.run_id, "_slices", f".probe-{index:05d}")
+    storage.write_bytes(probe, b"")
+    storage.delete(probe)
+
+
 def slice_entries(manifest_uri: str, index: int, size: int) -> list[tuple[str, str]]:
     manifest = manifest_mod.load(manifest_uri)
     return partition(manifest_mod.entries(manifest), index, size)

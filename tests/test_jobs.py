@@ -117,6 +117,15 @@ def test_sigint_mid_slice_exits_130(slow_fleet, tmp_path):
     assert summary["stop_signal"] == signal.SIGINT and summary["exit_code"] == 130
 
 
+def test_unwritable_results_root_fails_the_slice_before_any_analysis(small_fleet, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # below a regular file nothing can be created, even by root
+    proc = cli("slice", "--manifest", small_fleet["manifest"], "--results", str(blocker / "out"))
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert str(blocker / "out") in proc.stderr and "\n" not in proc.stderr.strip()
+    assert not any(line.startswith(("OK ", "FAIL ")) for line in proc.stdout.splitlines())
+
+
 def test_retry_with_other_params_redoes_the_work(small_fleet, tmp_path):
     args = ["slice", "--manifest", small_fleet["manifest"], "--results", str(tmp_path), "--run-id", "r2"]
     assert cli(*args).returncode == 0
