@@ -12,21 +12,34 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Whether x[a:b] holds a NaN or an infinity (x * 0 is NaN for both): four independent
- * sums keep the CPU busy (one running sum is a chain of additions, each waiting for the
- * last). */
-static int has_nonfinite(const double *x, Py_ssize_t a, Py_ssize_t b)
+/* Whether x[a:b] holds a NaN or an infinity (x * 0 is NaN for both), and in *far the
+ * largest |x - offset| there: one pass, four independent accumulators of each kind to keep
+ * the CPU busy (one running sum is a chain of additions, each waiting for the last). */
+static int scan_values(const double *x, Py_ssize_t a, Py_ssize_t b, double offset, double *far)
 {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, f0 = 0, f1 = 0, f2 = 0, f3 = 0;
     Py_ssize_t i = a;
     for (; i + 4 <= b; i += 4) {
         s0 += x[i] * 0.0;
         s1 += x[i + 1] * 0.0;
         s2 += x[i + 2] * 0.0;
         s3 += x[i + 3] * 0.0;
+        double d0 = fabs(x[i] - offset);
+        f0 = d0 > f0 ? d0 : f0;
+        double d1 = fabs(x[i + 1] - offset);
+        f1 = d1 > f1 ? d1 : f1;
+        double d2 = fabs(x[i + 2] - offset);
+        f2 = d2 > f2 ? d2 : f2;
+        double d3 = fabs(x[i + 3] - offset);
+        f3 = d3 > f3 ? d3 : f3;
     }
-    for (; i < b; i++)
+    for (; i < b; i++) {
         s0 += x[i] * 0.0;
+        double d0 = fabs(x[i] - offset);
+        f0 = d0 > f0 ? d0 : f0;
+    }
+    /* A NaN fails the comparisons and is not far; it is reported as non-finite instead. */
+    *far = fmax(fmax(f0, f1), fmax(f2, f3));
     return isnan(s0 + s1 + s2 + s3);
 }
 
@@ -171,7 +184,8 @@ static Py_ssize_t zscore_scan(Scan *s)
     const double inv_w = s->inv_w;
 
     Py_ssize_t k0 = imax(lo - left, 0);
-    int missing = has_nonfinite(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n));
+    double far;   /* the farthest sample from the offset that any window reaches */
+    int missing = scan_values(x, imax(k0 - left, 0), imin(hi + 2 * right + 1, n), offset, &far);
     Py_ssize_t nv, hold;
     double s1 = count_means(s, k0, offset, &nv, &hold), s2 = 0.0;
     Recount r1 = {fabs(s1), hold}, r2 = {0.0, 0};
@@ -185,15 +199,7 @@ static Py_ssize_t zscore_scan(Scan *s)
      * x (zero padding puts the level itself into the sums) and no sample lies more than
      * 2^8 spreads from the offset: the rounding of such sums over any frame stays below
      * 1e-6 of the variance. */
-    int checked = 1;
-    if (!missing && k0 - left >= 0 && spread > 0.0) {
-        double far = 0.0;
-        for (Py_ssize_t j = k0 - left; j < imin(k_end + right + 1, n); j++) {
-            double a = fabs(x[j] - offset);
-            far = a > far ? a : far;
-        }
-        checked = !(far <= 256.0 * spread);
-    }
+    int checked = missing || k0 - left < 0 || !(spread > 0.0) || !(far <= 256.0 * spread);
 
     for (Py_ssize_t k = k0; k < k_end;) {
         if (k == fast_lo) {

@@ -35,6 +35,21 @@ class Workspace:
         return buf[:n]
 
 
+def _signal_rows(x, lo: int, hi: int | None, variance_floor: float) -> tuple[np.ndarray, int]:
+    """The signal as contiguous float64 and the end of the rows to score, both checked
+    (what the compiled scans need of every caller)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"x must be one signal (1-D), not shape {x.shape}")
+    n = len(x)
+    hi = n if hi is None else hi
+    if not 0 <= lo <= hi <= n:
+        raise ValueError(f"rows [{lo}, {hi}) are not inside a signal of {n} samples")
+    if not variance_floor > 0:
+        raise ValueError(f"variance_floor={variance_floor!r} must be > 0")
+    return x, hi
+
+
 def seed_scan(x: np.ndarray, window: int, threshold: float, *, lo: int = 0, hi: int | None = None,
               variance_floor: float = 1e-9, keep_series: bool = False, ws: Workspace | None = None):
     """Samples of ``x[lo:hi]`` whose centred rolling z-score exceeds ``threshold``.
@@ -69,20 +84,13 @@ def seed_scan(x: np.ndarray, window: int, threshold: float, *, lo: int = 0, hi: 
         Rolling mean (units of ``x``) and floored rolling variance over ``[lo, hi)``, if
         ``keep_series``.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"x must be one signal (1-D), not shape {x.shape}")
-    ws = ws or Workspace()
+    x, hi = _signal_rows(x, lo, hi, variance_floor)
     n = len(x)
-    hi = n if hi is None else hi
-    if not 0 <= lo <= hi <= n:
-        raise ValueError(f"rows [{lo}, {hi}) are not inside a signal of {n} samples")
     if not 1 <= window <= max(n, 1):
         raise ValueError(f"window={window!r} must be from 1 to the signal's {n} samples")
     if not threshold >= 0:
         raise ValueError(f"threshold={threshold!r} must be >= 0")
-    if not variance_floor > 0:
-        raise ValueError(f"variance_floor={variance_floor!r} must be > 0")
+    ws = ws or Workspace()
     rows = hi - lo
     idx, z = ws.get("idx", rows, np.int64), ws.get("z", rows)
     mean = ws.get("mean", rows) if keep_series else ws.get("mean", 0)
@@ -277,16 +285,9 @@ def robust_zscore(x: np.ndarray, *, window: int, guard: int, short: int, energy:
         Reference mean and per-sample scale (units of ``x``), for plotting the band
         ``center +/- threshold * scale``.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"x must be one signal (1-D), not shape {x.shape}")
-    ws = ws or Workspace()
+    x, hi = _signal_rows(x, lo, hi, variance_floor)
     n = len(x)
-    hi = n if hi is None else hi
-    if not 0 <= lo <= hi <= n:
-        raise ValueError(f"rows [{lo}, {hi}) are not inside a signal of {n} samples")
-    if not variance_floor > 0:
-        raise ValueError(f"variance_floor={variance_floor!r} must be > 0")
+    ws = ws or Workspace()
     rows = hi - lo
     z, center, scale = (ws.get(name, rows) for name in ("z", "center", "scale"))
     _kernels.robust_scan(x, int(window), int(guard), int(short), bool(energy),
