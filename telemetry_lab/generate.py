@@ -35,6 +35,7 @@ from . import storage
 from .bearing import bearing_defect_signal, defect_impacts, lookup_bearing
 from .errors import ParamsError, StorageError
 from .layout import LAYOUT_METADATA_KEY, Layout, default_layout
+from .io import dictionary_columns, with_required
 
 #: Kinds judged by the detector's events (a truth is found by an overlapping event).
 ANOMALY_KINDS = ("spike", "level_shift", "vibration_burst", "overheat_ramp")
@@ -294,7 +295,9 @@ def _schema(layout: Layout) -> pa.Schema:
               pa.field("region", pa.dictionary(pa.int32(), pa.string()))]
     fields += [pa.field(c.name, pa.float64()) for c in layout.channels]
     fields.append(pa.field("status_flags", pa.uint32()))
-    return pa.schema(fields, metadata={LAYOUT_METADATA_KEY: layout.to_json().encode()})
+    schema = pa.schema(fields, metadata={LAYOUT_METADATA_KEY: layout.to_json().encode()})
+    # The generator writes no nulls.
+    return with_required(schema, ["timestamp_ns", *layout.channel_names, "status_flags"])
 
 
 def truth_document(spec: SiteSpec) -> dict:
@@ -334,7 +337,7 @@ def write_site(spec: SiteSpec, out_prefix: str, layout: Layout | None = None) ->
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary_columns(schema)) as writer:
             for start in range(0, spec.rows, _CHUNK):
                 n = min(_CHUNK, spec.rows - start)
                 sig, flags = _chunk_signals(spec, layout, model, start, n)
