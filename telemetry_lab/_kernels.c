@@ -657,6 +657,86 @@ done:
     return result;
 }
 
+/* ---- Welch segments (see spectral.WelchAccumulator) ------------------------------ */
+
+/*
+ * Segment s of the signal carry ++ x starts at s * step. Each is detrended (its mean
+ * subtracted) and tapered into row s of out, as scipy.signal.welch does before the FFT;
+ * reading the two pieces in place spares concatenating them. A segment whose mean is not
+ * finite (a NaN in it) gets a row of zeros and a NaN mean: the caller leaves it out.
+ */
+static void taper_segments(const double *carry, Py_ssize_t nc, const double *x,
+                           Py_ssize_t nperseg, Py_ssize_t step, Py_ssize_t n_seg,
+                           const double *win, double *out, double *means)
+{
+    for (Py_ssize_t s = 0; s < n_seg; s++) {
+        Py_ssize_t start = s * step;
+        /* The segment is a = carry[start:nc] (maybe empty) then b = x[...]. */
+        Py_ssize_t na = start < nc ? imin(nc - start, nperseg) : 0;
+        const double *a = carry + (start < nc ? start : 0);
+        const double *b = x + (start < nc ? 0 : start - nc);
+        Py_ssize_t nb = nperseg - na;
+        double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        Py_ssize_t j = 0;
+        for (; j + 4 <= na; j += 4) {
+            t0 += a[j]; t1 += a[j + 1]; t2 += a[j + 2]; t3 += a[j + 3];
+        }
+        for (; j < na; j++) t0 += a[j];
+        for (j = 0; j + 4 <= nb; j += 4) {
+            t0 += b[j]; t1 += b[j + 1]; t2 += b[j + 2]; t3 += b[j + 3];
+        }
+        for (; j < nb; j++) t0 += b[j];
+        double mean = ((t0 + t1) + (t2 + t3)) / (double)nperseg;
+        double *row = out + s * nperseg;
+        if (!isfinite(mean)) {
+            means[s] = NAN;
+            for (j = 0; j < nperseg; j++) row[j] = 0.0;
+            continue;
+        }
+        means[s] = mean;
+        for (j = 0; j < na; j++) row[j] = (a[j] - mean) * win[j];
+        for (j = 0; j < nb; j++) row[na + j] = (b[j] - mean) * win[na + j];
+    }
+}
+
+static PyObject *py_taper_segments(PyObject *self, PyObject *args)
+{
+    PyObject *ocarry, *ox, *owin, *oout, *omeans;
+    Py_ssize_t step;
+    if (!PyArg_ParseTuple(args, "OOnOOO", &ocarry, &ox, &step, &owin, &oout, &omeans))
+        return NULL;
+    Py_buffer bc = {0}, bx = {0}, bw = {0}, bo = {0}, bm = {0};
+    PyObject *result = NULL;
+    if (get_buffer(ocarry, &bc, "carry", 'f', 8, 0) < 0) goto done;
+    if (get_buffer(ox, &bx, "x", 'f', 8, 0) < 0) goto done;
+    if (get_buffer(owin, &bw, "win", 'f', 8, 0) < 0) goto done;
+    if (get_buffer(oout, &bo, "out", 'f', 8, 1) < 0) goto done;
+    if (get_buffer(omeans, &bm, "means", 'f', 8, 1) < 0) goto done;
+    Py_ssize_t nc = bc.len / 8, nx = bx.len / 8, nperseg = bw.len / 8, n = nc + nx;
+    if (nperseg < 1 || step < 1 || step > nperseg) {
+        PyErr_Format(PyExc_ValueError, "step %zd does not fit segments of %zd samples",
+                     step, nperseg);
+        goto done;
+    }
+    Py_ssize_t n_seg = n < nperseg ? 0 : (n - nperseg) / step + 1;
+    if (bo.len / 8 < n_seg * nperseg || bm.len / 8 < n_seg) {
+        PyErr_SetString(PyExc_ValueError, "out or means is too small");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    taper_segments((const double *)bc.buf, nc, (const double *)bx.buf, nperseg, step, n_seg,
+                   (const double *)bw.buf, (double *)bo.buf, (double *)bm.buf);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(n_seg);
+done:
+    PyBuffer_Release(&bc);
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bw);
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bm);
+    return result;
+}
+
 /* Valid count, missing (NaN) count, min, max, mean and sum of squared deviations. */
 static PyObject *py_moments(PyObject *self, PyObject *arg)
 {
@@ -719,6 +799,9 @@ static PyMethodDef methods[] = {
     {"robust_scan", py_robust_scan, METH_VARARGS,
      "robust_scan(x, window, guard, short, energy, variance_floor, min_reference, lo, hi, "
      "scratch, z_out, center_out, scale_out)\n\nSee telemetry_lab.detect.robust_zscore."},
+    {"taper_segments", py_taper_segments, METH_VARARGS,
+     "taper_segments(carry, x, step, win, out, means) -> segments\n\nDetrended, tapered "
+     "Welch segments of carry ++ x; see telemetry_lab.spectral.WelchAccumulator."},
     {"moments", py_moments, METH_O,
      "moments(x) -> (count, missing, min, max, mean, m2) of the non-NaN samples of x."},
     {NULL, NULL, 0, NULL},
@@ -726,7 +809,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels",
-    "Compiled inner loops of telemetry_lab (detection and statistics).", -1, methods,
+    "Compiled inner loops of telemetry_lab (detection, statistics, Welch segments).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -3,9 +3,8 @@
 :class:`WelchAccumulator` fed a signal piece by piece gives the PSD that
 ``scipy.signal.welch`` gives for the whole signal (mean averaging, constant detrend,
 density scaling, one-sided): it computes the same segments, keeps their sum, and carries
-the partial segment at each chunk's end to the next chunk. It takes several channels at
-once (shape ``(channels, n)``) so that one batched FFT serves them all. Segments that
-contain a missing (NaN) sample are left out of that channel's average and counted.
+the partial segment at each chunk's end to the next chunk. Segments that contain a
+missing (NaN) sample are left out of the average and counted.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ import functools
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
+
+from . import _kernels
 
 
 def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float]:
@@ -27,25 +28,15 @@ def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float
 
 
 @functools.lru_cache(maxsize=16)
-def _taper(window: str, nperseg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The taper, and the bins where its spectrum is not zero with their values.
-
-    Detrending is subtracting each segment's mean m before the taper w; the FFT is linear,
-    so FFT((x - m) w) = FFT(x w) - m FFT(w), and FFT(w) of the usual tapers is non-zero in
-    a handful of bins only: correcting those replaces a pass over the data. Cached: every
-    channel of every file asks for the same few (read-only arrays).
-    """
+def _taper(window: str, nperseg: int) -> np.ndarray:
+    """The taper (read-only; cached: every channel of every file asks for the same few)."""
     win = signal.get_window(window, nperseg)
-    win_spec = np.fft.rfft(win)
-    bins = np.flatnonzero(np.abs(win_spec) > 1e-12 * np.abs(win_spec).max())
-    win_spec = win_spec[bins]
-    for arr in (win, bins, win_spec):
-        arr.flags.writeable = False
-    return win, bins, win_spec
+    win.flags.writeable = False
+    return win
 
 
 class WelchAccumulator:
-    """Streaming Welch PSD of one channel or a stack of channels.
+    """Streaming Welch PSD of one channel.
 
     Parameters
     ----------
@@ -58,134 +49,82 @@ class WelchAccumulator:
         Fraction of a segment shared with the next.
     window : str
         Taper name understood by ``scipy.signal.get_window``.
-    workers : int
-        Threads for the FFT; results do not depend on it.
     """
 
-    def __init__(self, fs: float, *, nperseg: int, overlap: float = 0.5, window: str = "hann",
-                 workers: int = 1):
+    def __init__(self, fs: float, *, nperseg: int, overlap: float = 0.5, window: str = "hann"):
         self.fs = float(fs)
         self.nperseg = int(nperseg)
         self.noverlap = int(nperseg * overlap)
         self.step = self.nperseg - self.noverlap
         self.window = window
-        self.workers = workers
-        self._carry: np.ndarray | None = None
+        self.segments = 0
+        self.skipped_segments = 0
+        self._carry = np.empty(0)
         self._sum: np.ndarray | None = None
-        self._count: np.ndarray | None = None
-        self._skipped: np.ndarray | None = None
-        self._tapered: np.ndarray | None = None
+        self._tapered = np.empty(0)
+        self._means = np.empty(0)
         self._setup(self.nperseg)
 
     def _setup(self, nperseg: int) -> None:
-        self._win, self._win_bins, self._win_spec = _taper(self.window, nperseg)
+        self._win = _taper(self.window, nperseg)
         self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
         self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
 
-    def _segments_power(self, segs: np.ndarray, means: np.ndarray) -> np.ndarray:
-        """Unscaled two-sided |FFT|^2 of each detrended, tapered segment; (..., nseg, nfreq).
-
-        Density scaling and the one-sided doubling are linear, so they are applied once
-        to the sum in :meth:`result` instead of to every segment.
-        """
-        spec = self._spectra(segs, means)
-        power = np.multiply(spec.real, spec.real)
-        power += spec.imag * spec.imag
-        return power
-
-    def _spectra(self, segs: np.ndarray, means: np.ndarray) -> np.ndarray:
-        tapered = self._buffer(segs.shape)
-        np.multiply(segs, self._win, out=tapered)
-        spec = sp_fft.rfft(tapered, axis=-1, workers=self.workers, overwrite_x=True)
-        spec[..., self._win_bins] -= means[..., None] * self._win_spec
-        return spec
-
-    def _buffer(self, shape: tuple) -> np.ndarray:
-        # The tapered segments of every chunk are the same size: one buffer, not a fresh
-        # allocation (and its page faults) per chunk.
-        size = int(np.prod(shape))
-        if self._tapered is None or self._tapered.size < size:
-            self._tapered = np.empty(size)
-        return self._tapered[:size].reshape(shape)
-
-    def _add(self, power: np.ndarray | None, bad: np.ndarray, part: np.ndarray | None = None) -> None:
-        """Add segments' power (or their sum ``part``); ``bad`` marks segments to leave out."""
-        nseg = bad.shape[-1]
-        if part is None:
-            part = (np.where(bad[..., None], 0.0, power) if bad.any() else power).sum(axis=-2)
-        if self._sum is None:
-            self._sum = part
-            self._count = nseg - bad.sum(axis=-1)
-            self._skipped = bad.sum(axis=-1)
-        else:
-            self._sum += part
-            self._count += nseg - bad.sum(axis=-1)
-            self._skipped += bad.sum(axis=-1)
-
-    def _segment_means(self, buf: np.ndarray, n_seg: int) -> np.ndarray:
-        """Mean of each segment, from sums of blocks of ``step`` samples when segments are
-        whole blocks (the usual overlaps), else from one running sum."""
-        span = (n_seg - 1) * self.step + self.nperseg
-        if self.nperseg % self.step == 0:
-            per = self.nperseg // self.step
-            blocks = buf[..., :span].reshape(buf.shape[:-1] + (-1, self.step)).sum(axis=-1)
-            sums = blocks[..., :n_seg].copy()
-            for q in range(1, per):
-                sums += blocks[..., q:q + n_seg]
-        else:
-            c = np.zeros(buf.shape[:-1] + (span + 1,))
-            np.cumsum(buf[..., :span], axis=-1, out=c[..., 1:])
-            starts = np.arange(n_seg) * self.step
-            sums = c[..., starts + self.nperseg] - c[..., starts]
-        return sums / self.nperseg
-
     def update(self, x: np.ndarray) -> None:
-        """Add the next samples: shape ``(n,)`` or ``(channels, n)``."""
-        x = np.asarray(x, dtype=np.float64)
-        buf = x if self._carry is None or self._carry.shape[-1] == 0 else np.concatenate(
-            [self._carry, x], axis=-1)
-        n = buf.shape[-1]
+        """Add the next samples (1-D)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"WelchAccumulator takes one channel (1-D), not shape {x.shape}")
+        n = len(self._carry) + len(x)
         n_seg = 0 if n < self.nperseg else (n - self.nperseg) // self.step + 1
         if n_seg:
-            view = np.lib.stride_tricks.sliding_window_view(buf, self.nperseg, axis=-1)
-            segs = view[..., : (n_seg - 1) * self.step + 1: self.step, :]
-            means = self._segment_means(buf, n_seg)
-            bad = np.isnan(means)  # a NaN anywhere in a segment makes its mean NaN
-            if bad.any():
-                means = np.where(bad, 0.0, means)
-                self._add(self._segments_power(segs, means), bad)
-            else:
-                # Sum |FFT|^2 over segments as dot products: no (segments x bins) temporaries.
-                spec = self._spectra(segs, means)
-                part = np.einsum("...sk,...sk->...k", spec.real, spec.real)
-                part += np.einsum("...sk,...sk->...k", spec.imag, spec.imag)
-                self._add(None, bad, part)
-        self._carry = buf[..., n_seg * self.step:].copy()
+            self._add(self._carry, x, n_seg)
+        # What no whole segment used yet: the tail of carry ++ x, shorter than a segment.
+        used = n_seg * self.step
+        if used >= len(self._carry):
+            self._carry = x[used - len(self._carry):].copy()
+        else:
+            self._carry = np.concatenate([self._carry[used:], x])
 
-    @property
-    def segments(self):
-        return self._count if self._count is not None else 0
-
-    @property
-    def skipped_segments(self):
-        return self._skipped if self._skipped is not None else 0
+    def _add(self, carry: np.ndarray, x: np.ndarray, n_seg: int) -> None:
+        """Add the power of the first ``n_seg`` segments of ``carry ++ x``."""
+        size = n_seg * self.nperseg
+        if self._tapered.size < size:
+            # One buffer for every chunk, not a fresh allocation (and its page faults).
+            self._tapered = np.empty(size)
+            self._means = np.empty(n_seg)
+        tapered = self._tapered[:size].reshape(n_seg, self.nperseg)
+        means = self._means[:n_seg]
+        _kernels.taper_segments(carry, x, self.step, self._win, tapered, means)
+        spec = sp_fft.rfft(tapered, axis=-1, overwrite_x=True)
+        bad = np.isnan(means)  # a NaN anywhere in a segment makes its mean NaN
+        if bad.any():
+            spec[bad] = 0.0
+        # |X|^2 summed over segments as one dot product per column of the interleaved
+        # real/imaginary parts; the pairs are added in result().
+        flat = spec.view(np.float64)
+        part = np.einsum("sk,sk->k", flat, flat)
+        if self._sum is None:
+            self._sum = part
+        else:
+            self._sum += part
+        skipped = int(bad.sum())
+        self.segments += n_seg - skipped
+        self.skipped_segments += skipped
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """Frequencies (Hz) and PSD (units**2/Hz), NaN for a channel with no usable segment."""
-        if self._sum is None and self._carry is not None and self._carry.shape[-1] >= 2:
+        """Frequencies (Hz) and PSD (units**2/Hz), NaN when no segment was usable."""
+        if self._sum is None and len(self._carry) >= 2:
             # Shorter than one segment: one segment as long as the signal.
-            self.nperseg = self._carry.shape[-1]
+            self.nperseg = self.step = len(self._carry)
             self._setup(self.nperseg)
-            segs = self._carry[..., None, :]
-            means = segs.mean(axis=-1)
-            bad = np.isnan(means)
-            self._add(self._segments_power(segs, np.where(bad, 0.0, means)), bad)
-        if self._sum is None:
+            self._add(self._carry, np.empty(0), 1)
+        if self._sum is None or not self.segments:
             return self.freqs, np.full(self.freqs.shape, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            psd = self._sum * self._scale / np.expand_dims(self._count, -1)
+        power = self._sum[0::2] + self._sum[1::2]
+        psd = power * (self._scale / self.segments)
         if self.nperseg % 2:
-            psd[..., 1:] *= 2
+            psd[1:] *= 2
         else:
-            psd[..., 1:-1] *= 2
+            psd[1:-1] *= 2
         return self.freqs, psd
