@@ -318,6 +318,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 idx = np.flatnonzero(zo > flag_at)
                 z = zo[idx]
             ts = frame.out_timestamps
+            stats[name].update(x[o])
             builders[name].feed_flagged(idx, z, x[o], ts, frame.start)
             if traces:
                 traces[name].update(frame.start, ts, x[o], center, scale)
@@ -328,7 +329,6 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             for name in lane:
                 if chunk is not None:
                     x = chunk.columns[name]
-                    stats[name].update(x)
                     if name in welch:
                         welch[name].update(x)
                     if name in bearing_accs:
