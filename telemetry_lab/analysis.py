@@ -178,11 +178,6 @@ class Analysis:
     envelope: dict = field(default_factory=dict)
 
 
-def _set(obj, name, value):
-    setattr(obj, name, value)
-    return value
-
-
 def _select_channels(layout: Layout, params: AnalysisParams, uri: str) -> list[str]:
     if params.channels is None:
         return layout.channel_names
@@ -291,17 +286,21 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         bucket_rows = max(1, -(-tf.rows // trace_buckets)) if trace_buckets else 0
         traces = {n: ChannelTrace(bucket_rows) for n in names} if trace_buckets else {}
         faults = FaultCounter(layout.fault_bits) if layout.flags_column else None
-        framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
         fs = layout.sample_rate_hz
-        first_ns = last_ns = prev_ns = None
-
-        local = threading.local()
+        if fs is None:
+            # From the first 100,000 intervals, whatever the row groups' size.
+            fs = _infer_sample_rate(tf.leading_timestamps(100_001), uri)
+        welch = {n: WelchAccumulator(fs, nperseg=params.welch_nperseg,
+                                     overlap=params.welch_overlap, window=params.welch_window)
+                 for n in spectral_names}
+        bearing_accs, bearing_skipped = ({}, {})
+        if params.bearing_diagnostics:
+            bearing_accs, bearing_skipped = _bearing_accumulators(layout, names, fs, params, uri)
         flag_at = params.z_exit if params.z_exit is not None else params.z_threshold
+        window = {"first_ns": None, "last_ns": None}
+        abort = threading.Event()
 
-        def detect_channel(frame: Frame, name: str) -> None:
-            # The thread's buffers, reused from channel to channel and frame to frame:
-            # fresh arrays would cost a page fault per 4 kB.
-            ws = getattr(local, "ws", None) or _set(local, "ws", detect.Workspace())
+        def detect_channel(frame: Frame, name: str, ws: detect.Workspace) -> None:
             x = frame.column(name, out=ws.get("frame", frame.ctx_stop - frame.ctx_start))
             o = frame.out
             if params.detector == "zscore":
@@ -318,97 +317,84 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 idx = np.flatnonzero(zo > flag_at)
                 z = zo[idx]
             ts = frame.out_timestamps
+            # Statistics here, not on the chunk: the rows are in cache now.
             stats[name].update(x[o])
             builders[name].feed_flagged(idx, z, x[o], ts, frame.start)
             if traces:
                 traces[name].update(frame.start, ts, x[o], center, scale)
 
-        def process(lane: list[str], chunk: Chunk, frames: list[Frame]) -> None:
-            # Everything a channel needs, in chunk order: each channel's state is touched
-            # by one thread only, so results do not depend on the number of threads.
-            for name in lane:
-                if chunk is not None:
-                    x = chunk.columns[name]
-                    if name in welch:
-                        welch[name].update(x)
-                    if name in bearing_accs:
-                        bearing_accs[name].update(x)
-                for frame in frames:
-                    detect_channel(frame, name)
+        def check_rows(chunk: Chunk, prev_ns: int | None) -> int:
+            ts = chunk.timestamps
+            bad = np.flatnonzero(ts[1:] <= ts[:-1])
+            if len(bad) or (prev_ns is not None and ts[0] <= prev_ns):
+                row = chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
+                raise DataError(f"timestamps are not strictly increasing at row {row}", file=uri)
+            if window["first_ns"] is None:
+                window["first_ns"] = int(ts[0])
+            if faults is not None:
+                faults.update(chunk.flags, ts)
+            return int(ts[-1])
 
-        welch: dict[str, WelchAccumulator] = {}
-        bearing_accs: dict = {}
-        bearing_skipped: dict = {}
-        lanes: list[list[str]] = []
-        workers: list[ThreadPoolExecutor] = []
-        in_flight: list[list] = []
-        reader: ThreadPoolExecutor | None = None
+        def run_lane(lane: list[str], primary: bool) -> tuple[float, float]:
+            """Read and analyse the lane's channels; the primary lane also checks the
+            timestamps and counts fault flags. Returns seconds spent reading, analysing.
 
-        def dispatch(chunk: Chunk | None, frames: list[Frame]) -> None:
-            if not workers:
-                for lane in lanes:
-                    process(lane, chunk, frames)
-                return
-            # One queue per thread; at most two chunks in flight bounds memory.
-            in_flight.append([w.submit(process, lane, chunk, frames)
-                              for w, lane in zip(workers, lanes)])
-            while len(in_flight) > 2:
-                for fut in in_flight.pop(0):
-                    fut.result()
+            Every channel's state is touched by its lane only, in row order, so results do
+            not depend on the number of lanes.
+            """
+            ws = detect.Workspace()  # buffers reused from channel to channel, frame to frame
+            framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
+            read_s = compute_s = 0.0
+            prev_ns = None
+            chunks = tf.iter_chunks(lane, batch_rows=min(params.chunk_rows, 65536), flags=primary)
+            try:
+                while True:
+                    t = time.perf_counter()
+                    chunk = next(chunks, None)
+                    t1 = time.perf_counter()
+                    read_s += t1 - t
+                    if abort.is_set():  # another lane failed: its error is the answer
+                        return read_s, compute_s
+                    if should_stop is not None and should_stop():
+                        raise Interrupted("stopped by signal", file=uri)
+                    if chunk is None:
+                        frames = list(framer.finish())
+                    else:
+                        if primary:
+                            prev_ns = check_rows(chunk, prev_ns)
+                        frames = list(framer.feed(chunk))
+                    for name in lane:
+                        if chunk is not None:
+                            x = chunk.columns[name]
+                            if name in welch:
+                                welch[name].update(x)
+                            if name in bearing_accs:
+                                bearing_accs[name].update(x)
+                        for frame in frames:
+                            detect_channel(frame, name, ws)
+                    compute_s += time.perf_counter() - t1
+                    if chunk is None:
+                        if primary:
+                            window["last_ns"] = prev_ns
+                        return read_s, compute_s
+            except BaseException:
+                abort.set()
+                raise
+            finally:
+                chunks.close()
 
-        try:
-            chunks = tf.iter_chunks(names, batch_rows=min(params.chunk_rows, 65536))
-            # Read ahead: the next row group is decoded (pyarrow releases the GIL) while
-            # this one is analysed. "read_s" is then the time spent waiting for data.
-            reader = ThreadPoolExecutor(max_workers=1)
-            pending = reader.submit(next, chunks, None)
-            while True:
-                t = time.perf_counter()
-                chunk = pending.result()
-                timings["read_s"] += time.perf_counter() - t
-                if chunk is None:
-                    break
-                pending = reader.submit(next, chunks, None)
-                if should_stop is not None and should_stop():
-                    raise Interrupted("stopped by signal", file=uri)
-                ts = chunk.timestamps
-                bad = np.flatnonzero(ts[1:] <= ts[:-1])
-                if len(bad) or (prev_ns is not None and ts[0] <= prev_ns):
-                    row = chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
-                    raise DataError(f"timestamps are not strictly increasing at row {row}", file=uri)
-                prev_ns = int(ts[-1])
-                if first_ns is None:
-                    first_ns = int(ts[0])
-                    if fs is None:
-                        # From the first 100,000 intervals, whatever the row groups' size.
-                        fs = _infer_sample_rate(tf.leading_timestamps(100_001), uri)
-                    if params.bearing_diagnostics:
-                        bearing_accs, bearing_skipped = _bearing_accumulators(
-                            layout, names, fs, params, uri)
-                    welch = {n: WelchAccumulator(fs, nperseg=params.welch_nperseg,
-                                                 overlap=params.welch_overlap,
-                                                 window=params.welch_window)
-                             for n in spectral_names}
-                    lanes = _lanes(names, threads, set(welch), set(bearing_accs))
-                    if len(lanes) > 1:
-                        workers = [ThreadPoolExecutor(max_workers=1) for _ in lanes]
-                last_ns = prev_ns
-
-                t = time.perf_counter()
-                if faults is not None:
-                    faults.update(chunk.flags, ts)
-                dispatch(chunk, list(framer.feed(chunk)))
-                timings["compute_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            dispatch(None, list(framer.finish()))
-            for futures in in_flight:
-                for fut in futures:
-                    fut.result()
-            timings["compute_s"] += time.perf_counter() - t
-        finally:
-            for executor in (*workers, reader):
-                if executor is not None:
-                    executor.shutdown(wait=True, cancel_futures=True)
+        lanes = _lanes(names, threads, set(welch), set(bearing_accs))
+        if len(lanes) == 1:
+            lane_times = [run_lane(lanes[0], True)]
+        else:
+            with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+                futures = [pool.submit(run_lane, lane, i == 0) for i, lane in enumerate(lanes)]
+                # The first failure in lane order; the other lanes stop at their next chunk.
+                lane_times = [f.result() for f in futures]
+        # Thread-seconds, summed over lanes: reading (waiting for data), and analysing.
+        timings["read_s"] = sum(r for r, _ in lane_times)
+        timings["compute_s"] = sum(c for _, c in lane_times)
+        first_ns, last_ns = window["first_ns"], window["last_ns"]
 
         events = sorted((e for b in builders.values() for e in b.finish()),
                         key=lambda e: (e.start_ns, e.channel))

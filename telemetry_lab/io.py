@@ -141,27 +141,36 @@ class TelemetryFile:
 
     # -- data -------------------------------------------------------------------------
 
-    def iter_chunks(self, channels: Sequence[str], *, batch_rows: int = 65536) -> Iterator[Chunk]:
-        """Stream the timestamp, flag and given sensor columns, row group by row group."""
+    def iter_chunks(self, channels: Sequence[str], *, batch_rows: int = 65536,
+                    flags: bool = True) -> Iterator[Chunk]:
+        """Stream the timestamp, flag (unless ``flags=False``) and given sensor columns,
+        row group by row group.
+
+        Each call reads through a reader of its own: calls may run in parallel threads,
+        each decoding its own columns.
+        """
         lay = self.layout
         cols = [lay.timestamp_column, *channels]
-        if lay.flags_column:
-            cols.append(lay.flags_column)
+        flags_column = lay.flags_column if flags else None
+        if flags_column:
+            cols.append(flags_column)
         start = 0
         try:
-            for batch in self._iter_batches(cols, batch_rows):
-                ts_col = batch.column(lay.timestamp_column)
-                if ts_col.null_count:
-                    raise DataError(f"column {lay.timestamp_column!r} has missing values "
-                                    f"near row {start}")
-                ts = _timestamps_ns(ts_col)
-                data = {name: _float_array(batch.column(name)) for name in channels}
-                flags = None
-                if lay.flags_column:
-                    fcol = batch.column(lay.flags_column)
-                    flags = fcol.fill_null(0).to_numpy(zero_copy_only=False)
-                yield Chunk(start, ts, data, flags)
-                start += batch.num_rows
+            with storage.open_input(self.uri) as source:
+                pf = pq.ParquetFile(source, metadata=self._pf.metadata, pre_buffer=self._pre_buffer)
+                for batch in self._iter_batches(pf, cols, batch_rows):
+                    ts_col = batch.column(lay.timestamp_column)
+                    if ts_col.null_count:
+                        raise DataError(f"column {lay.timestamp_column!r} has missing values "
+                                        f"near row {start}")
+                    ts = _timestamps_ns(ts_col)
+                    data = {name: _float_array(batch.column(name)) for name in channels}
+                    flag_values = None
+                    if flags_column:
+                        fcol = batch.column(flags_column)
+                        flag_values = fcol.fill_null(0).to_numpy(zero_copy_only=False)
+                    yield Chunk(start, ts, data, flag_values)
+                    start += batch.num_rows
         except TelemetryLabError as exc:
             raise exc.with_file(self.uri)
         except (pa.ArrowException, OSError) as exc:
@@ -183,34 +192,36 @@ class TelemetryFile:
             raise DataError(f"cannot read column {col!r} ({_first_line(exc)})", file=self.uri) from None
         return _timestamps_ns(ts.combine_chunks())[:rows]
 
-    def _iter_batches(self, cols: list[str], batch_rows: int):
+    def _iter_batches(self, pf: pq.ParquetFile, cols: list[str], batch_rows: int):
         # One reader per row group bounds memory by a row group whatever the file's length.
         # Local row groups of modest size are read whole, and small ones together up to
         # `batch_rows`: that skips the batch reader's overhead (about a fifth of the read,
         # and most of it for row groups of a few rows). On S3 the pre-buffer cache lives
         # as long as its reader, so there every row group gets a reader of its own.
-        md = self._pf.metadata
+        md = pf.metadata
         group: list[int] = []
         group_rows = 0
         for i in range(md.num_row_groups):
             rows = md.row_group(i).num_rows
             if self._pre_buffer or rows > max(batch_rows, WHOLE_ROW_GROUP_ROWS):
                 if group:
-                    yield from self._read_groups(group, cols)
+                    yield from self._read_groups(pf, group, cols)
                     group, group_rows = [], 0
-                yield from self._pf.iter_batches(batch_size=batch_rows, row_groups=[i],
-                                                 columns=cols, use_threads=True)
+                yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i],
+                                                 columns=cols, use_threads=False)
                 continue
             group.append(i)
             group_rows += rows
             if group_rows >= batch_rows:
-                yield from self._read_groups(group, cols)
+                yield from self._read_groups(pf, group, cols)
                 group, group_rows = [], 0
         if group:
-            yield from self._read_groups(group, cols)
+            yield from self._read_groups(pf, group, cols)
 
-    def _read_groups(self, groups: list[int], cols: list[str]):
-        table = self._pf.read_row_groups(groups, columns=cols, use_threads=False)
+    @staticmethod
+    def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]):
+        # Single-threaded: the caller's threads each decode their own columns.
+        table = pf.read_row_groups(groups, columns=cols, use_threads=False)
         if len(groups) > 1:
             table = table.combine_chunks()  # one chunk, not one per row group
         yield from table.to_batches()
