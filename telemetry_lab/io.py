@@ -30,7 +30,8 @@ def file_stem(uri: str) -> str:
 
 @dataclass
 class Chunk:
-    """Consecutive rows ``[start, start + len)`` of the projected columns."""
+    """Consecutive rows ``[start, start + len)`` of the projected columns: sensor values as
+    float64 (nulls and infinities are NaN), flags with nulls as 0."""
 
     start: int
     timestamps: np.ndarray
@@ -168,7 +169,9 @@ class TelemetryFile:
                     flag_values = None
                     if flags_column:
                         fcol = batch.column(flags_column)
-                        flag_values = fcol.fill_null(0).to_numpy(zero_copy_only=False)
+                        if fcol.null_count:
+                            fcol = fcol.fill_null(0)
+                        flag_values = fcol.to_numpy(zero_copy_only=False)
                     yield Chunk(start, ts, data, flag_values)
                     start += batch.num_rows
         except TelemetryLabError as exc:

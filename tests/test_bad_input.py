@@ -201,14 +201,22 @@ def test_cli_reports_missing_manifest_and_bad_params_with_exit_codes(tmp_path, g
     assert not (tmp_path / "o").exists()
 
 
-def test_infinite_samples_are_missing_not_blinding(tmp_path):
+@pytest.mark.parametrize("preset", ["default", "seed"])
+def test_infinite_samples_are_missing_not_blinding(tmp_path, preset):
     chans = fleet_channels(20_000)
     chans["sensor_05"][100] = np.inf
     chans["sensor_05"][15_000:15_003] += 60 * 0.3
+    chans["sensor_09"][7_000] = -np.inf
     path = write_telemetry(tmp_path / "inf.parquet", chans)
-    doc = analyse_file(path, AnalysisParams())
+    doc = analyse_file(path, AnalysisParams.preset(preset))
     json.dumps(doc, allow_nan=False)
-    assert doc["sensor_stats"]["sensor_05"]["missing"] == 1
+    for channel in ("sensor_05", "sensor_09"):
+        stats = doc["sensor_stats"][channel]
+        assert stats["missing"] == 1 and stats["count"] == 19_999
+        assert np.isfinite([stats["min"], stats["max"], stats["mean"], stats["std"]]).all()
+    # Sample 100 lies in the first of the three 8192-sample Welch segments only.
+    assert doc["spectral"]["sensor_05"]["skipped_segments"] == 1
+    assert doc["spectral"]["sensor_05"]["dominant_hz"] is not None
     assert any(e["channel"] == "sensor_05" for e in doc["events"])
 
 

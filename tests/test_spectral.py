@@ -41,10 +41,11 @@ def test_signal_shorter_than_a_segment_gets_one_segment_like_scipy():
     assert acc.nperseg == 3000 and acc.segments == 1
 
 
-def test_segments_with_missing_samples_are_skipped_not_propagated():
+@pytest.mark.parametrize("missing", [np.nan, np.inf, -np.inf])
+def test_segments_with_missing_samples_are_skipped_not_propagated(missing):
     rng = np.random.default_rng(2)
     x = rng.normal(size=40_000)
-    x[10_000] = np.nan
+    x[10_000] = missing
     acc = feed(x, 1000, 5000, nperseg=4096)
     f, p = acc.result()
     assert np.isfinite(p).all()
