@@ -107,6 +107,35 @@ class Framer:
         return frame
 
 
+class _Failures:
+    """The failures of an analysis's lanes, each at the row where it happened.
+
+    A lane that fails at row r makes the others stop once they are past r, and the failure
+    at the lowest row is the one raised: the error that one thread reading every column
+    would have met first, whatever the number of lanes. At one row, a read error ranks
+    before a timestamp error, which ranks before an analysis error (the order one thread
+    meets them in); then lane order.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._found: list[tuple[int, int, int, BaseException]] = []
+        self.stop_row: float = math.inf
+
+    def add(self, row: int, exc: BaseException, *, rank: int = 0, lane: int = 0) -> None:
+        with self._lock:
+            self._found.append((row, rank, lane, exc))
+            self.stop_row = min(self.stop_row, row)
+
+    def stop_all(self) -> None:
+        """Make every lane stop at its next chunk (an interrupt)."""
+        self.stop_row = -math.inf
+
+    def raise_first(self) -> None:
+        if self._found:
+            raise min(self._found, key=lambda f: f[:3])[3]
+
+
 def _nanmean(rows: np.ndarray) -> np.ndarray:
     """Mean of each row's non-NaN values, NaN for a row with none.
 
@@ -298,7 +327,6 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             bearing_accs, bearing_skipped = _bearing_accumulators(layout, names, fs, params, uri)
         flag_at = params.z_exit if params.z_exit is not None else params.z_threshold
         window = {"first_ns": None, "last_ns": None}
-        abort = threading.Event()
 
         def detect_channel(frame: Frame, name: str, ws: detect.Workspace) -> None:
             x = frame.column(name, out=ws.get("frame", frame.ctx_stop - frame.ctx_start))
@@ -323,74 +351,97 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             if traces:
                 traces[name].update(frame.start, ts, x[o], center, scale)
 
-        def check_rows(chunk: Chunk, prev_ns: int | None) -> int:
+        def first_bad_row(chunk: Chunk, prev_ns: int | None) -> int | None:
             ts = chunk.timestamps
             bad = np.flatnonzero(ts[1:] <= ts[:-1])
             if len(bad) or (prev_ns is not None and ts[0] <= prev_ns):
-                row = chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
-                raise DataError(f"timestamps are not strictly increasing at row {row}", file=uri)
-            if window["first_ns"] is None:
-                window["first_ns"] = int(ts[0])
-            if faults is not None:
-                faults.update(chunk.flags, ts)
-            return int(ts[-1])
+                return chunk.start + (int(bad[0]) + 1 if len(bad) else 0)
+            return None
 
-        def run_lane(lane: list[str], primary: bool) -> tuple[float, float]:
+        def run_lane(lane: list[str], index: int) -> tuple[float, float]:
             """Read and analyse the lane's channels; the primary lane also checks the
             timestamps and counts fault flags. Returns seconds spent reading, analysing.
 
             Every channel's state is touched by its lane only, in row order, so results do
-            not depend on the number of lanes.
+            not depend on the number of lanes. A failure is recorded with its row in
+            ``failures`` and ends the lane.
             """
+            primary = index == 0
             ws = detect.Workspace()  # buffers reused from channel to channel, frame to frame
             framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
             read_s = compute_s = 0.0
             prev_ns = None
+            next_row = 0
             chunks = tf.iter_chunks(lane, batch_rows=min(params.chunk_rows, 65536), flags=primary)
             try:
-                while True:
+                while next_row <= failures.stop_row:
+                    if should_stop is not None and should_stop():
+                        failures.add(-1, Interrupted("stopped by signal", file=uri), lane=index)
+                        break
                     t = time.perf_counter()
-                    chunk = next(chunks, None)
+                    try:
+                        chunk = next(chunks, None)
+                    except Exception as exc:  # noqa: BLE001 -- recorded, raised by analyse
+                        failures.add(next_row, exc, rank=0, lane=index)
+                        break
                     t1 = time.perf_counter()
                     read_s += t1 - t
-                    if abort.is_set():  # another lane failed: its error is the answer
-                        return read_s, compute_s
-                    if should_stop is not None and should_stop():
-                        raise Interrupted("stopped by signal", file=uri)
                     if chunk is None:
                         frames = list(framer.finish())
                     else:
                         if primary:
-                            prev_ns = check_rows(chunk, prev_ns)
+                            bad_row = first_bad_row(chunk, prev_ns)
+                            if bad_row is not None:
+                                failures.add(bad_row, DataError(
+                                    f"timestamps are not strictly increasing at row {bad_row}",
+                                    file=uri), rank=1, lane=index)
+                                break
+                            prev_ns = int(chunk.timestamps[-1])
+                            if window["first_ns"] is None:
+                                window["first_ns"] = int(chunk.timestamps[0])
+                            if faults is not None:
+                                faults.update(chunk.flags, chunk.timestamps)
                         frames = list(framer.feed(chunk))
-                    for name in lane:
-                        if chunk is not None:
-                            x = chunk.columns[name]
-                            if name in welch:
-                                welch[name].update(x)
-                            if name in bearing_accs:
-                                bearing_accs[name].update(x)
-                        for frame in frames:
-                            detect_channel(frame, name, ws)
+                        next_row = chunk.start + len(chunk)
+                    try:
+                        for name in lane:
+                            if chunk is not None:
+                                x = chunk.columns[name]
+                                if name in welch:
+                                    welch[name].update(x)
+                                if name in bearing_accs:
+                                    bearing_accs[name].update(x)
+                            for frame in frames:
+                                detect_channel(frame, name, ws)
+                    except Exception as exc:  # noqa: BLE001 -- recorded, raised by analyse
+                        failures.add(next_row if chunk is None else chunk.start, exc, rank=2,
+                                     lane=index)
+                        break
                     compute_s += time.perf_counter() - t1
                     if chunk is None:
                         if primary:
                             window["last_ns"] = prev_ns
-                        return read_s, compute_s
-            except BaseException:
-                abort.set()
+                        break
+            except BaseException:  # KeyboardInterrupt when the lane runs in the main thread
+                failures.stop_all()
                 raise
             finally:
                 chunks.close()
+            return read_s, compute_s
 
+        failures = _Failures()
         lanes = _lanes(names, threads, set(welch), set(bearing_accs))
         if len(lanes) == 1:
-            lane_times = [run_lane(lanes[0], True)]
+            lane_times = [run_lane(lanes[0], 0)]
         else:
             with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
-                futures = [pool.submit(run_lane, lane, i == 0) for i, lane in enumerate(lanes)]
-                # The first failure in lane order; the other lanes stop at their next chunk.
-                lane_times = [f.result() for f in futures]
+                futures = [pool.submit(run_lane, lane, i) for i, lane in enumerate(lanes)]
+                try:
+                    lane_times = [f.result() for f in futures]
+                except BaseException:  # Ctrl-C: the lanes stop at their next chunk
+                    failures.stop_all()
+                    raise
+        failures.raise_first()
         # Thread-seconds, summed over lanes: reading (waiting for data), and analysing.
         timings["read_s"] = sum(r for r, _ in lane_times)
         timings["compute_s"] = sum(c for _, c in lane_times)

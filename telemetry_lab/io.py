@@ -147,8 +147,9 @@ class TelemetryFile:
         """Stream the timestamp, flag (unless ``flags=False``) and given sensor columns,
         row group by row group.
 
-        Each call reads through a reader of its own: calls may run in parallel threads,
-        each decoding its own columns.
+        Each call decodes through a parquet reader of its own over the file opened at
+        construction (whose ranged reads may run concurrently): calls may run in parallel
+        threads, each decoding its own columns of the same file.
         """
         lay = self.layout
         cols = [lay.timestamp_column, *channels]
@@ -157,23 +158,24 @@ class TelemetryFile:
             cols.append(flags_column)
         start = 0
         try:
-            with storage.open_input(self.uri) as source:
-                pf = pq.ParquetFile(source, metadata=self._pf.metadata, pre_buffer=self._pre_buffer)
-                for batch in self._iter_batches(pf, cols, batch_rows):
-                    ts_col = batch.column(lay.timestamp_column)
-                    if ts_col.null_count:
-                        raise DataError(f"column {lay.timestamp_column!r} has missing values "
-                                        f"near row {start}")
-                    ts = _timestamps_ns(ts_col)
-                    data = {name: _float_array(batch.column(name)) for name in channels}
-                    flag_values = None
-                    if flags_column:
-                        fcol = batch.column(flags_column)
-                        if fcol.null_count:
-                            fcol = fcol.fill_null(0)
-                        flag_values = fcol.to_numpy(zero_copy_only=False)
-                    yield Chunk(start, ts, data, flag_values)
-                    start += batch.num_rows
+            pf = pq.ParquetFile(self._source, metadata=self._pf.metadata,
+                                pre_buffer=self._pre_buffer)
+            for batch in self._iter_batches(pf, cols, batch_rows):
+                ts_col = batch.column(lay.timestamp_column)
+                if ts_col.null_count:
+                    row = start + int(np.argmax(ts_col.is_null().to_numpy(zero_copy_only=False)))
+                    raise DataError(f"column {lay.timestamp_column!r} has a missing value at "
+                                    f"row {row}")
+                ts = _timestamps_ns(ts_col)
+                data = {name: _float_array(batch.column(name)) for name in channels}
+                flag_values = None
+                if flags_column:
+                    fcol = batch.column(flags_column)
+                    if fcol.null_count:
+                        fcol = fcol.fill_null(0)
+                    flag_values = fcol.to_numpy(zero_copy_only=False)
+                yield Chunk(start, ts, data, flag_values)
+                start += batch.num_rows
         except TelemetryLabError as exc:
             raise exc.with_file(self.uri)
         except (pa.ArrowException, OSError) as exc:
@@ -224,7 +226,16 @@ class TelemetryFile:
     @staticmethod
     def _read_groups(pf: pq.ParquetFile, groups: list[int], cols: list[str]):
         # Single-threaded: the caller's threads each decode their own columns.
-        table = pf.read_row_groups(groups, columns=cols, use_threads=False)
+        try:
+            table = pf.read_row_groups(groups, columns=cols, use_threads=False)
+        except (pa.ArrowException, OSError):
+            if len(groups) == 1:
+                raise
+            # Again one group at a time: the good ones are used, and the error comes
+            # from the bad one, at its own first row.
+            for group in groups:
+                yield from TelemetryFile._read_groups(pf, [group], cols)
+            return
         if len(groups) > 1:
             table = table.combine_chunks()  # one chunk, not one per row group
         yield from table.to_batches()
@@ -278,7 +289,8 @@ def with_required(schema: pa.Schema, names) -> pa.Schema:
     reading a float column, measured here.
     """
     names = set(names)
-    return pa.schema([f.with_nullable(False) if f.name in names else f for f in schema],
+    return pa.schema([f.with_nullable(False) if f.name in names and not pa.types.is_null(f.type)
+                      else f for f in schema],
                      metadata=schema.metadata)
 
 

@@ -1,6 +1,8 @@
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from telemetry_lab import AnalysisParams, Channel, Layout, analyse_file
@@ -180,3 +182,60 @@ def test_tiny_row_groups_give_the_same_document_as_large_ones(tmp_path):
         numbers = ("count", "missing", "min", "max", "mean", "std")
         assert [st[k] for k in numbers] == pytest.approx([b["sensor_stats"][name][k] for k in numbers],
                                                          rel=1e-12)
+
+
+def _corrupt_page(src, dst, row_group, column):
+    """Copy of ``src`` with the first data page header of one column chunk overwritten."""
+    md = pq.ParquetFile(src).metadata
+    names = [md.schema.column(i).name for i in range(md.num_columns)]
+    chunk = md.row_group(row_group).column(names.index(column))
+    data = bytearray(open(src, "rb").read())
+    data[chunk.data_page_offset:chunk.data_page_offset + 12] = b"\xff" * 12
+    open(dst, "wb").write(data)
+    return str(dst)
+
+
+@pytest.mark.parametrize("dup_row,bad_group,expected", [
+    (5, 0, "corrupt data near row 0"),            # both in the first row group: read first
+    (70_000, 4, "corrupt data near row 65536"),   # the read error is at the lower row
+    (20_000, 3, "not strictly increasing at row 20000"),  # the timestamp error is
+])
+def test_two_faults_give_the_error_one_thread_meets_first_whatever_the_lanes(
+        tmp_path, dup_row, bad_group, expected):
+    from telemetry_lab.errors import DataError
+
+    chans = fleet_channels(100_000)
+    good = write_telemetry(tmp_path / "good.parquet", chans, row_group_rows=16_384)
+    table = pq.read_table(good)
+    ts = table["timestamp_ns"].to_numpy().copy()
+    ts[dup_row] = ts[dup_row - 1]
+    dup = tmp_path / "dup.parquet"
+    pq.write_table(table.set_column(0, "timestamp_ns", pa.array(ts)), dup, row_group_size=16_384)
+    # sensor_23 is read by the second lane when there are two.
+    path = _corrupt_page(dup, tmp_path / "both.parquet", bad_group, "sensor_23")
+    for threads in (1, 2, 3):
+        for _ in range(3):
+            with pytest.raises(DataError, match=expected) as info:
+                analyse(path, AnalysisParams.preset("seed"), threads=threads)
+            assert path in str(info.value)
+
+
+def test_ctrl_c_stops_every_lane_at_its_next_chunk(tmp_path):
+    import os
+    import signal
+
+    path = write_telemetry(tmp_path / "long.parquet", fleet_channels(655_360),
+                           row_group_rows=65_536)
+    polls = []
+
+    def should_stop():
+        if not polls:
+            os.kill(os.getpid(), signal.SIGINT)
+        polls.append(1)
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        analyse(path, AnalysisParams.preset("seed"), threads=2, should_stop=should_stop)
+    # Ten row groups per lane, 20 polls for the whole file; stopped at once, a lane
+    # polls once or twice more.
+    assert len(polls) <= 6

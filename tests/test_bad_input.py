@@ -274,3 +274,34 @@ def test_generate_rejects_bad_arguments_with_a_clear_error(tmp_path, args, fragm
     p = subprocess.run([sys.executable, "-m", "telemetry_lab", *argv], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 5 and fragment in p.stderr and "Traceback" not in p.stderr
+
+
+def test_errors_name_the_row_even_when_small_row_groups_are_read_together(tmp_path):
+    from test_analysis import _corrupt_page
+
+    chans = fleet_channels(40_000)
+    good = write_telemetry(tmp_path / "g.parquet", chans, row_group_rows=4096)
+    table = pq.read_table(good)
+    ts = table["timestamp_ns"].to_pylist()
+    ts[9000] = None
+    nulls = tmp_path / "null_ts.parquet"
+    pq.write_table(table.set_column(0, "timestamp_ns", pa.array(ts, pa.int64())), nulls,
+                   row_group_size=4096)
+    with pytest.raises(DataError, match="missing value at row 9000"):
+        analyse_file(str(nulls), PARAMS)
+    corrupt = _corrupt_page(good, tmp_path / "corrupt.parquet", 3, "sensor_11")
+    with pytest.raises(DataError, match=r"corrupt data near row 12288 ") as info:
+        analyse_file(corrupt, PARAMS)
+    assert corrupt in str(info.value)
+
+
+def test_a_file_deleted_after_it_was_opened_is_still_read_whole(tmp_path):
+    import os
+
+    from telemetry_lab.io import TelemetryFile
+
+    path = write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000))
+    with TelemetryFile(path) as tf:
+        os.unlink(path)
+        rows = sum(len(c) for c in tf.iter_chunks(["sensor_00", "sensor_23"]))
+    assert rows == 20_000
