@@ -326,7 +326,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         if params.bearing_diagnostics:
             bearing_accs, bearing_skipped = _bearing_accumulators(layout, names, fs, params, uri)
         flag_at = params.z_exit if params.z_exit is not None else params.z_threshold
-        window = {"first_ns": None, "last_ns": None}
+        first_ns = last_ns = None
 
         def detect_channel(frame: Frame, name: str, ws: detect.Workspace) -> None:
             x = frame.column(name, out=ws.get("frame", frame.ctx_stop - frame.ctx_start))
@@ -366,6 +366,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             not depend on the number of lanes. A failure is recorded with its row in
             ``failures`` and ends the lane.
             """
+            nonlocal first_ns, last_ns
             primary = index == 0
             ws = detect.Workspace()  # buffers reused from channel to channel, frame to frame
             framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
@@ -397,8 +398,8 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                                     file=uri), rank=1, lane=index)
                                 break
                             prev_ns = int(chunk.timestamps[-1])
-                            if window["first_ns"] is None:
-                                window["first_ns"] = int(chunk.timestamps[0])
+                            if first_ns is None:
+                                first_ns = int(chunk.timestamps[0])
                             if faults is not None:
                                 faults.update(chunk.flags, chunk.timestamps)
                         frames = list(framer.feed(chunk))
@@ -420,7 +421,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     compute_s += time.perf_counter() - t1
                     if chunk is None:
                         if primary:
-                            window["last_ns"] = prev_ns
+                            last_ns = prev_ns
                         break
             except BaseException:  # KeyboardInterrupt when the lane runs in the main thread
                 failures.stop_all()
@@ -445,7 +446,6 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         # Thread-seconds, summed over lanes: reading (waiting for data), and analysing.
         timings["read_s"] = sum(r for r, _ in lane_times)
         timings["compute_s"] = sum(c for _, c in lane_times)
-        first_ns, last_ns = window["first_ns"], window["last_ns"]
 
         events = sorted((e for b in builders.values() for e in b.finish()),
                         key=lambda e: (e.start_ns, e.channel))

@@ -61,3 +61,14 @@ def small_fleet(tmp_path_factory) -> dict:
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def corrupt_page(src, dst, row_group, column):
+    """Copy of ``src`` with the first data page header of one column chunk overwritten."""
+    md = pq.ParquetFile(src).metadata
+    names = [md.schema.column(i).name for i in range(md.num_columns)]
+    chunk = md.row_group(row_group).column(names.index(column))
+    data = bytearray(open(src, "rb").read())
+    data[chunk.data_page_offset:chunk.data_page_offset + 12] = b"\xff" * 12
+    open(dst, "wb").write(data)
+    return str(dst)

@@ -10,7 +10,7 @@ from telemetry_lab.analysis import RESULT_KEYS, analyse
 from telemetry_lab.detect import flagged_runs
 from telemetry_lab.layout import default_layout
 
-from conftest import fleet_channels, write_telemetry
+from conftest import corrupt_page, fleet_channels, write_telemetry
 
 
 def reference_events(x, ts, window, threshold):
@@ -184,17 +184,6 @@ def test_tiny_row_groups_give_the_same_document_as_large_ones(tmp_path):
                                                          rel=1e-12)
 
 
-def _corrupt_page(src, dst, row_group, column):
-    """Copy of ``src`` with the first data page header of one column chunk overwritten."""
-    md = pq.ParquetFile(src).metadata
-    names = [md.schema.column(i).name for i in range(md.num_columns)]
-    chunk = md.row_group(row_group).column(names.index(column))
-    data = bytearray(open(src, "rb").read())
-    data[chunk.data_page_offset:chunk.data_page_offset + 12] = b"\xff" * 12
-    open(dst, "wb").write(data)
-    return str(dst)
-
-
 @pytest.mark.parametrize("dup_row,bad_group,expected", [
     (5, 0, "corrupt data near row 0"),            # both in the first row group: read first
     (70_000, 4, "corrupt data near row 65536"),   # the read error is at the lower row
@@ -212,7 +201,7 @@ def test_two_faults_give_the_error_one_thread_meets_first_whatever_the_lanes(
     dup = tmp_path / "dup.parquet"
     pq.write_table(table.set_column(0, "timestamp_ns", pa.array(ts)), dup, row_group_size=16_384)
     # sensor_23 is read by the second lane when there are two.
-    path = _corrupt_page(dup, tmp_path / "both.parquet", bad_group, "sensor_23")
+    path = corrupt_page(dup, tmp_path / "both.parquet", bad_group, "sensor_23")
     for threads in (1, 2, 3):
         for _ in range(3):
             with pytest.raises(DataError, match=expected) as info:

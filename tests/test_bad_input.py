@@ -14,7 +14,7 @@ from telemetry_lab import AnalysisParams, analyse_file
 from telemetry_lab.errors import DataError, ManifestError, StorageError
 from telemetry_lab import manifest as manifest_mod
 
-from conftest import fleet_channels, write_telemetry
+from conftest import corrupt_page, fleet_channels, write_telemetry
 
 PARAMS = AnalysisParams.preset("seed").replace(window=100, welch_nperseg=256)
 
@@ -277,8 +277,6 @@ def test_generate_rejects_bad_arguments_with_a_clear_error(tmp_path, args, fragm
 
 
 def test_errors_name_the_row_even_when_small_row_groups_are_read_together(tmp_path):
-    from test_analysis import _corrupt_page
-
     chans = fleet_channels(40_000)
     good = write_telemetry(tmp_path / "g.parquet", chans, row_group_rows=4096)
     table = pq.read_table(good)
@@ -289,7 +287,7 @@ def test_errors_name_the_row_even_when_small_row_groups_are_read_together(tmp_pa
                    row_group_size=4096)
     with pytest.raises(DataError, match="missing value at row 9000"):
         analyse_file(str(nulls), PARAMS)
-    corrupt = _corrupt_page(good, tmp_path / "corrupt.parquet", 3, "sensor_11")
+    corrupt = corrupt_page(good, tmp_path / "corrupt.parquet", 3, "sensor_11")
     with pytest.raises(DataError, match=r"corrupt data near row 12288 ") as info:
         analyse_file(corrupt, PARAMS)
     assert corrupt in str(info.value)
