@@ -173,7 +173,8 @@ class TelemetryFile:
                     fcol = batch.column(flags_column)
                     if fcol.null_count:
                         fcol = fcol.fill_null(0)
-                    flag_values = fcol.to_numpy(zero_copy_only=False)
+                    flag_values = _bitfield(fcol.to_numpy(zero_copy_only=False), flags_column,
+                                            start)
                 yield Chunk(start, ts, data, flag_values)
                 start += batch.num_rows
         except TelemetryLabError as exc:
@@ -254,6 +255,20 @@ def _timestamps_ns(col: pa.Array) -> np.ndarray:
     if pa.types.is_timestamp(col.type):
         col = col.cast(pa.timestamp("ns")).cast(pa.int64())
     return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _bitfield(flags: np.ndarray, column: str, start: int) -> np.ndarray:
+    """Flags as uint32. Signed integers of up to 32 bits are read as the same bits
+    (two's complement: bit 31 set is a negative int32); a 64-bit value that is not a
+    32-bit bitfield (negative, or bits above 31) is an error, not bits silently dropped."""
+    if flags.dtype.kind == "i" and flags.dtype.itemsize <= 4:
+        flags = flags.view(f"u{flags.dtype.itemsize}")
+    elif flags.dtype.itemsize == 8 and len(flags):
+        bad = np.flatnonzero((flags < 0) | (flags > 0xFFFFFFFF))
+        if len(bad):
+            raise DataError(f"column {column!r} holds {flags[bad[0]]} at row {start + int(bad[0])}, "
+                            "not a 32-bit fault bitfield")
+    return flags.astype(np.uint32, copy=False)
 
 
 def _float_array(col: pa.Array) -> np.ndarray:

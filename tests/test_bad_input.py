@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from telemetry_lab import AnalysisParams, analyse_file
+from telemetry_lab.analysis import analyse
 from telemetry_lab.errors import DataError, ManifestError, StorageError
 from telemetry_lab import manifest as manifest_mod
 
@@ -303,3 +304,34 @@ def test_a_file_deleted_after_it_was_opened_is_still_read_whole(tmp_path):
         os.unlink(path)
         rows = sum(len(c) for c in tf.iter_chunks(["sensor_00", "sensor_23"]))
     assert rows == 20_000
+
+
+@pytest.mark.parametrize("flags,row,value", [
+    (pa.int64(), 7000, -1),
+    (pa.uint64(), 12_345, 1 << 40),
+])
+def test_flags_outside_a_32_bit_bitfield_are_an_error_not_dropped_bits(tmp_path, flags, row,
+                                                                        value):
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000)))
+    values = np.zeros(20_000, dtype=flags.to_pandas_dtype())
+    values[row] = value
+    path = tmp_path / "flags.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("status_flags"), "status_flags",
+                                    pa.array(values, flags)), path)
+    for threads in (1, 2):
+        with pytest.raises(DataError, match=f"holds {value} at row {row}, not a 32-bit") as info:
+            analyse(str(path), PARAMS, threads=threads)
+        assert str(path) in str(info.value)
+
+
+def test_signed_32_bit_flags_are_read_as_their_bits(tmp_path):
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000)))
+    values = np.zeros(20_000, dtype=np.int32)
+    values[100:110] = np.int32(-2**31)   # bit 31 only
+    values[200] = -1                     # all 32 bits
+    path = tmp_path / "flags.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("status_flags"), "status_flags",
+                                    pa.array(values)), path)
+    faults = analyse_file(str(path), PARAMS)["faults"]
+    by_bit = {v["bit"]: v["samples"] for v in faults.values()}
+    assert by_bit[31] == 11 and by_bit[0] == 1 and max(by_bit) == 31
