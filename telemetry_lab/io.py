@@ -214,7 +214,7 @@ class TelemetryFile:
                     yield from self._read_groups(pf, group, cols)
                     group, group_rows = [], 0
                 yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i],
-                                                 columns=cols, use_threads=False)
+                                           columns=cols, use_threads=False)
                 continue
             group.append(i)
             group_rows += rows
