@@ -11,11 +11,13 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Whether x[a:b] holds a NaN or an infinity (x * 0 is NaN for both), and in *far the
  * largest |x - offset| there: one pass, four independent accumulators of each kind to keep
  * the CPU busy (one running sum is a chain of additions, each waiting for the last). */
-static int scan_values(const double *x, Py_ssize_t a, Py_ssize_t b, double offset, double *far)
+static int scan_values_plain(const double *x, Py_ssize_t a, Py_ssize_t b, double offset,
+                             double *far)
 {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0, f0 = 0, f1 = 0, f2 = 0, f3 = 0;
     Py_ssize_t i = a;
@@ -41,6 +43,51 @@ static int scan_values(const double *x, Py_ssize_t a, Py_ssize_t b, double offse
     /* A NaN fails the comparisons and is not far; it is reported as non-finite instead. */
     *far = fmax(fmax(f0, f1), fmax(f2, f3));
     return isnan(s0 + s1 + s2 + s3);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* Loops four samples at a time with AVX2, where the machine has it (asked at run time). */
+#define WIDE_STEPS 1
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+
+__attribute__((target("avx2"))) static inline v4d load4(const double *p)
+{
+    v4d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* scan_values, four samples at a time (maxpd keeps its second operand against a NaN). */
+__attribute__((target("avx2"))) static int wide_scan_values(const double *x, Py_ssize_t a,
+                                                           Py_ssize_t b, double offset,
+                                                           double *far)
+{
+    const v4d zero = {0.0, 0.0, 0.0, 0.0}, level = zero + offset, sign = -zero;
+    v4d nan0 = zero, nan1 = zero, far0 = zero, far1 = zero;
+    Py_ssize_t i = a;
+    for (; i + 8 <= b; i += 8) {
+        v4d u = load4(x + i), v = load4(x + i + 4);
+        nan0 += u * zero;
+        nan1 += v * zero;
+        far0 = __builtin_ia32_maxpd256((v4d)((v4l)(u - level) & ~(v4l)sign), far0);
+        far1 = __builtin_ia32_maxpd256((v4d)((v4l)(v - level) & ~(v4l)sign), far1);
+    }
+    v4d f = __builtin_ia32_maxpd256(far0, far1), n = nan0 + nan1;
+    double tail_far, farthest = fmax(fmax(f[0], f[1]), fmax(f[2], f[3]));
+    int tail_nan = scan_values_plain(x, i, b, offset, &tail_far);
+    *far = fmax(farthest, tail_far);
+    return tail_nan || isnan((n[0] + n[1]) + (n[2] + n[3]));
+}
+#endif
+
+static int scan_values(const double *x, Py_ssize_t a, Py_ssize_t b, double offset, double *far)
+{
+#ifdef WIDE_STEPS
+    if (__builtin_cpu_supports("avx2"))
+        return wide_scan_values(x, a, b, offset, far);
+#endif
+    return scan_values_plain(x, a, b, offset, far);
 }
 
 /* A typical sample of x[a:b]: the median of up to 31 finite samples spread over it.
@@ -72,8 +119,9 @@ typedef struct {
     const double *x;
     Py_ssize_t n, window, left, right, lo, hi;
     double inv_w, threshold_sq, variance_floor;
-    Py_ssize_t mask;              /* ring size - 1, the ring size a power of two > window */
+    Py_ssize_t mask;              /* ring size - 1, the ring size a power of two > window + 8 */
     double *mean_ring, *fill_ring, *dev2_ring;
+    double *x4_ring, *dev4_ring;    /* four-term sums, for wide_steps */
     int64_t *idx_out;
     double *z_out, *mean_out, *var_out;   /* mean_out/var_out NULL unless wanted */
     Py_ssize_t count;
@@ -163,6 +211,156 @@ static double count_variances(const Scan *s, Py_ssize_t k, Py_ssize_t *hold)
 }
 
 /*
+ * The short step of the seed detector: every window inside x, every sample finite, no
+ * recount needed (see zscore_scan). Steps [k, end); *s1 and *s2 are the running sums
+ * before step k and after the last one. The Scan's fields are copied to locals: the
+ * stores into the rings would otherwise make the compiler reload them at every step.
+ */
+static void plain_steps(Scan *s, Py_ssize_t k, Py_ssize_t end, double offset, double *ps1,
+                        double *ps2)
+{
+    const double *x = s->x;
+    const Py_ssize_t left = s->left, right = s->right, window = s->window, mask = s->mask;
+    const Py_ssize_t lo = s->lo;
+    const double inv_w = s->inv_w, floor_ = s->variance_floor, threshold_sq = s->threshold_sq;
+    double *mean_ring = s->mean_ring, *dev2_ring = s->dev2_ring;
+    double *mean_out = s->mean_out, *var_out = s->var_out, *z_out = s->z_out;
+    int64_t *idx_out = s->idx_out;
+    Py_ssize_t count = s->count;
+    double s1 = *ps1, s2 = *ps2;
+    for (; k < end; k++) {
+        s1 += x[k + right] - x[k - 1 - left];
+        double mu = s1 * inv_w + offset;
+        double d2 = (x[k] - mu) * (x[k] - mu);
+        mean_ring[k & mask] = mu;
+        s2 += d2 - dev2_ring[(k - window) & mask];
+        dev2_ring[k & mask] = d2;
+        Py_ssize_t i = k - right;
+        double var = s2 * inv_w;
+        var = var < floor_ ? floor_ : var;
+        if (mean_out) {
+            mean_out[i - lo] = mean_ring[i & mask];
+            var_out[i - lo] = var;
+        }
+        double dev2 = dev2_ring[i & mask];
+        if (dev2 > threshold_sq * var) {
+            idx_out[count] = i - lo;
+            z_out[count] = sqrt(dev2 / var);
+            count++;
+        }
+    }
+    s->count = count;
+    *ps1 = s1;
+    *ps2 = s2;
+}
+
+#ifdef WIDE_STEPS
+/*
+ * The short step four samples at a time. The
+ * running sums become recurrences of stride four, s[k] = s[k - 4] + (sum of the four
+ * newest terms) - (sum of the four that left): one vector addition per four samples, the
+ * same sums added in another order (they differ from plain_steps' in the last bits). The
+ * four-term sums are kept in two more rings, so each leaves with one load. Every ring
+ * carries a copy of its first 8 slots after its end, so that four consecutive slots are
+ * read with one load wherever they start.
+ */
+/* Four slots from `slot` (a multiple of four), and their copy after the ring's end. */
+__attribute__((target("avx2"))) static inline void store_slots(double *ring, Py_ssize_t mask,
+                                                               Py_ssize_t slot, v4d v)
+{
+    memcpy(ring + slot, &v, sizeof v);
+    if (slot < 8)
+        memcpy(ring + mask + 1 + slot, &v, sizeof v);
+}
+
+/* The window length from which the four-wide step pays; the rings are read no closer than
+ * a few steps behind their stores. */
+#define WIDE_MIN_WINDOW 32
+
+__attribute__((target("avx2"))) static void wide_steps(Scan *s, Py_ssize_t k, Py_ssize_t end,
+                                                      double offset, double *ps1, double *ps2)
+{
+    /* Plain steps up to a multiple of four, keeping the last four sums of each kind. */
+    double h1[4], h2[4];
+    Py_ssize_t start = k;
+    for (; (k & 3) || k < start + 4; k++) {
+        if (k >= end)
+            return;
+        plain_steps(s, k, k + 1, offset, ps1, ps2);
+        h1[k & 3] = *ps1;
+        h2[k & 3] = *ps2;
+    }
+    const double *x = s->x;
+    const Py_ssize_t right = s->right, window = s->window, mask = s->mask, lo = s->lo;
+    double *mean_ring = s->mean_ring, *dev2_ring = s->dev2_ring;
+    double *x4_ring = s->x4_ring, *dev4_ring = s->dev4_ring;
+    double *mean_out = s->mean_out, *var_out = s->var_out, *z_out = s->z_out;
+    int64_t *idx_out = s->idx_out;
+    Py_ssize_t count = s->count;
+    memcpy(mean_ring + mask + 1, mean_ring, 8 * sizeof(double));
+    memcpy(dev2_ring + mask + 1, dev2_ring, 8 * sizeof(double));
+    /* The four-term sums of the window's length of positions before k, for their leaving. */
+    for (Py_ssize_t p = k - window; p < k; p++) {
+        const double *e = x + p + right, *d = dev2_ring;
+        double x4 = (e[0] + e[-1]) + (e[-2] + e[-3]);
+        double dev4 = (d[p & mask] + d[(p - 1) & mask]) + (d[(p - 2) & mask] + d[(p - 3) & mask]);
+        x4_ring[p & mask] = x4;
+        dev4_ring[p & mask] = dev4;
+        if ((p & mask) < 8) {
+            x4_ring[mask + 1 + (p & mask)] = x4;
+            dev4_ring[mask + 1 + (p & mask)] = dev4;
+        }
+    }
+    const v4d zero = {0.0, 0.0, 0.0, 0.0};
+    const v4d inv_w = zero + s->inv_w, level = zero + offset;
+    const v4d floor_ = zero + s->variance_floor, threshold_sq = zero + s->threshold_sq;
+    v4d s1 = {h1[0], h1[1], h1[2], h1[3]}, s2 = {h2[0], h2[1], h2[2], h2[3]};
+    /* Squared deviations of the last four positions, and their pairwise sums. */
+    v4d prev_d2 = load4(dev2_ring + ((k - 4) & mask));
+    v4d prev_pairs = prev_d2 + load4(dev2_ring + ((k - 5) & mask));
+    for (; k + 4 <= end; k += 4) {
+        const double *e = x + k + right;
+        v4d x4 = (load4(e) + load4(e - 1)) + (load4(e - 2) + load4(e - 3));
+        Py_ssize_t slot = k & mask, old = (k - window) & mask;
+        s1 += x4 - load4(x4_ring + old);
+        v4d mu = s1 * inv_w + level;
+        v4d dev = load4(x + k) - mu;
+        v4d d2 = dev * dev;
+        /* Squared deviations of positions k-3..k+3 summed four at a time, in registers. */
+        v4d pairs = d2 + __builtin_shuffle(prev_d2, d2, (v4l){3, 4, 5, 6});
+        v4d dev4 = pairs + __builtin_shuffle(prev_pairs, pairs, (v4l){2, 3, 4, 5});
+        prev_d2 = d2;
+        prev_pairs = pairs;
+        s2 += dev4 - load4(dev4_ring + old);
+        store_slots(x4_ring, mask, slot, x4);
+        store_slots(dev4_ring, mask, slot, dev4);
+        store_slots(mean_ring, mask, slot, mu);
+        store_slots(dev2_ring, mask, slot, d2);
+        v4d var = __builtin_ia32_maxpd256(s2 * inv_w, floor_);
+        Py_ssize_t i = k - right;
+        v4d dev2 = load4(dev2_ring + (i & mask));
+        if (mean_out) {
+            memcpy(mean_out + i - lo, mean_ring + (i & mask), sizeof(v4d));
+            memcpy(var_out + i - lo, &var, sizeof(v4d));
+        }
+        int flagged = __builtin_ia32_movmskpd256(dev2 - threshold_sq * var);
+        if (__builtin_expect(flagged != 15, 0)) {
+            for (int j = 0; j < 4; j++)
+                if (dev2[j] > threshold_sq[j] * var[j]) {
+                    idx_out[count] = i + j - lo;
+                    z_out[count] = sqrt(dev2[j] / var[j]);
+                    count++;
+                }
+        }
+    }
+    s->count = count;
+    *ps1 = s1[3];
+    *ps2 = s2[3];
+    plain_steps(s, k, end, offset, ps1, ps2);
+}
+#endif
+
+/*
  * Seed detector over x[lo:hi] (see detect.seed_scan). One pass: step k adds sample
  * k + right to the running sum of the mean's window and (x[k] - mean[k])**2 to the
  * variance's, whose window is then complete for sample k - right. The last `window`
@@ -205,15 +403,13 @@ static Py_ssize_t zscore_scan(Scan *s)
         if (k == fast_lo) {
             /* Every window inside x, every sample finite, one sample scored per step. */
             if (!checked) {
-                for (; k < fast_hi; k++) {
-                    s1 += x[k + right] - x[k - 1 - left];
-                    double mu = s1 * inv_w + offset;
-                    double d2 = (x[k] - mu) * (x[k] - mu);
-                    mean_ring[k & mask] = mu;
-                    s2 += d2 - dev2_ring[(k - window) & mask];
-                    dev2_ring[k & mask] = d2;
-                    score(s, k - right, s2, 1.0);
-                }
+#ifdef WIDE_STEPS
+                if (window >= WIDE_MIN_WINDOW && __builtin_cpu_supports("avx2"))
+                    wide_steps(s, k, fast_hi, offset, &s1, &s2);
+                else
+#endif
+                    plain_steps(s, k, fast_hi, offset, &s1, &s2);
+                k = fast_hi;
                 continue;
             }
             for (; k < fast_hi; k++) {
@@ -321,10 +517,10 @@ static PyObject *py_zscore_scan(PyObject *self, PyObject *args)
                      "of %zd samples", window, lo, hi, n);
         goto done;
     }
-    Py_ssize_t ring = 1;
-    while (ring <= window)
+    Py_ssize_t ring = 1;   /* a power of two > window + 8, and 8 slots after each ring */
+    while (ring <= window + 8)
         ring <<= 1;
-    if (bscratch.len / 8 < 3 * ring || bidx.len / 8 < rows || bz.len / 8 < rows ||
+    if (bscratch.len / 8 < 5 * (ring + 8) || bidx.len / 8 < rows || bz.len / 8 < rows ||
         (keep && (bmean.len / 8 < rows || bvar.len / 8 < rows))) {
         PyErr_SetString(PyExc_ValueError, "scratch or output buffers are too small");
         goto done;
@@ -334,7 +530,8 @@ static PyObject *py_zscore_scan(PyObject *self, PyObject *args)
         .x = (const double *)bx.buf, .n = n, .window = window, .left = window / 2,
         .right = (window - 1) / 2, .lo = lo, .hi = hi, .inv_w = 1.0 / window,
         .threshold_sq = threshold_sq, .variance_floor = variance_floor, .mask = ring - 1,
-        .mean_ring = scratch, .fill_ring = scratch + ring, .dev2_ring = scratch + 2 * ring,
+        .mean_ring = scratch, .fill_ring = scratch + ring + 8, .dev2_ring = scratch + 2 * (ring + 8),
+        .x4_ring = scratch + 3 * (ring + 8), .dev4_ring = scratch + 4 * (ring + 8),
         .idx_out = (int64_t *)bidx.buf, .z_out = (double *)bz.buf,
         .mean_out = keep ? (double *)bmean.buf : NULL, .var_out = keep ? (double *)bvar.buf : NULL,
         .count = 0,

@@ -95,8 +95,9 @@ def seed_scan(x: np.ndarray, window: int, threshold: float, *, lo: int = 0, hi: 
     idx, z = ws.get("idx", rows, np.int64), ws.get("z", rows)
     mean = ws.get("mean", rows) if keep_series else ws.get("mean", 0)
     var = ws.get("var", rows) if keep_series else ws.get("var", 0)
-    # Ring buffers of the last `window` means, fill factors and squared deviations.
-    scratch = ws.get("scratch", 3 * (1 << int(window).bit_length()))
+    # Ring buffers of the last `window` means, fill factors and squared deviations (see
+    # zscore_scan in _kernels.c for their size).
+    scratch = ws.get("scratch", 5 * ((1 << int(window + 8).bit_length()) + 8))
     count = _kernels.zscore_scan(x, int(window), lo, hi, float(threshold) ** 2,
                                  float(variance_floor), scratch, idx, z, mean, var)
     series = (mean, var) if keep_series else (None, None)

@@ -66,6 +66,27 @@ def test_seed_scan_of_any_rows_equals_the_whole_signal_definition(seed, n, missi
     np.testing.assert_allclose(v, var[lo:hi], rtol=1e-6, atol=1e-9 * scale ** 2)
 
 
+@pytest.mark.parametrize("window", [31, 32, 33, 255, 1000, 1015, 1016, 1017])
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+def test_seed_scan_deep_inside_a_long_signal_equals_the_definition(window, shift):
+    """Rows whose windows all lie inside the signal, with nothing missing: the short step
+    (four samples at a time where the machine allows), entered and left at every offset
+    from a multiple of four, its rings wrapping many times."""
+    rng = np.random.default_rng(window + shift)
+    n = 12_000 + shift
+    x = 7.5 + rng.normal(0, 1, n) + np.sin(np.arange(n) / 400)
+    x[rng.integers(0, n, 60)] += rng.uniform(4, 9, 60)
+    lo, hi = window + 3 + shift, n - window // 2 - shift
+    mean, var, z = reference_with_missing(x, window)
+    idx, zs, m, v = seed_scan(x, window, 3.0, lo=lo, hi=hi, keep_series=True, ws=Workspace())
+    expected = np.flatnonzero(z[lo:hi] > 3.0)
+    assert idx.tolist() == expected.tolist()
+    assert len(expected) > 20
+    np.testing.assert_allclose(zs, z[lo:hi][expected], rtol=1e-9)
+    np.testing.assert_allclose(m, mean[lo:hi], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(v, var[lo:hi], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("rows", [(0, 5000), (200, 4800)])  # with and without the ends
 @pytest.mark.parametrize("at", [1000, 2500])  # 2500: the middle row, where sums are centred
 @pytest.mark.parametrize("glitch", [300, 1e4, 1e10, 1e15, 1e20, 1e100, 1e160, 1e300, np.inf, -1e15])
