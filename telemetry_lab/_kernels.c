@@ -934,6 +934,73 @@ done:
     return result;
 }
 
+/* Sums, minimum and maximum of x[0:n] into the four-lane accumulators; a NaN fails every
+ * comparison, so the minimum and maximum skip it, while the sum turns NaN. */
+static void sum_range(const double *x, Py_ssize_t n, double total[4], double lo[4], double hi[4])
+{
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            double v = x[i + j];
+            total[j] += v;
+            lo[j] = v < lo[j] ? v : lo[j];
+            hi[j] = v > hi[j] ? v : hi[j];
+        }
+    for (; i < n; i++) {
+        total[0] += x[i];
+        lo[0] = x[i] < lo[0] ? x[i] : lo[0];
+        hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+    }
+}
+
+/* The sum of (x - mean)**2 over x[0:n], all of it finite. */
+static double squares_about(const double *x, Py_ssize_t n, double mean)
+{
+    double m[4] = {0, 0, 0, 0};
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++)
+            m[j] += (x[i + j] - mean) * (x[i + j] - mean);
+    for (; i < n; i++)
+        m[0] += (x[i] - mean) * (x[i] - mean);
+    return (m[0] + m[1]) + (m[2] + m[3]);
+}
+
+#ifdef WIDE_STEPS
+/* sum_range and squares_about, four lanes in one register (minpd/maxpd keep their second
+ * operand against a NaN, as the comparisons above do). */
+__attribute__((target("avx2"))) static void wide_sum_range(const double *x, Py_ssize_t n,
+                                                           double total[4], double lo[4],
+                                                           double hi[4])
+{
+    v4d t = load4(total), l = load4(lo), h = load4(hi);
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        v4d v = load4(x + i);
+        t += v;
+        l = __builtin_ia32_minpd256(v, l);
+        h = __builtin_ia32_maxpd256(v, h);
+    }
+    memcpy(total, &t, sizeof t);
+    memcpy(lo, &l, sizeof l);
+    memcpy(hi, &h, sizeof h);
+    sum_range(x + i, n - i, total, lo, hi);
+}
+
+__attribute__((target("avx2"))) static double wide_squares_about(const double *x, Py_ssize_t n,
+                                                                double mean)
+{
+    const v4d zero = {0.0, 0.0, 0.0, 0.0}, level = zero + mean;
+    v4d m = zero;
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        v4d d = load4(x + i) - level;
+        m += d * d;
+    }
+    return ((m[0] + m[1]) + (m[2] + m[3])) + squares_about(x + i, n - i, mean);
+}
+#endif
+
 /* Valid count, missing (NaN) count, min, max, mean and sum of squared deviations. */
 static PyObject *py_moments(PyObject *self, PyObject *arg)
 {
@@ -944,45 +1011,39 @@ static PyObject *py_moments(PyObject *self, PyObject *arg)
     Py_ssize_t n = bx.len / 8, count = n, i;
     double total, lo, hi, m2;
     Py_BEGIN_ALLOW_THREADS
-    double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-    double lo0 = INFINITY, lo1 = INFINITY, lo2 = INFINITY, lo3 = INFINITY;
-    double hi0 = -INFINITY, hi1 = -INFINITY, hi2 = -INFINITY, hi3 = -INFINITY;
-    /* NaN fails every comparison, so min and max skip it; the sum turns NaN and sends
-     * us the slow way. */
-    for (i = 0; i + 4 <= n; i += 4) {
-        double a = x[i], b = x[i + 1], c = x[i + 2], d = x[i + 3];
-        t0 += a; t1 += b; t2 += c; t3 += d;
-        lo0 = a < lo0 ? a : lo0; lo1 = b < lo1 ? b : lo1;
-        lo2 = c < lo2 ? c : lo2; lo3 = d < lo3 ? d : lo3;
-        hi0 = a > hi0 ? a : hi0; hi1 = b > hi1 ? b : hi1;
-        hi2 = c > hi2 ? c : hi2; hi3 = d > hi3 ? d : hi3;
-    }
-    for (; i < n; i++) {
-        t0 += x[i];
-        lo0 = x[i] < lo0 ? x[i] : lo0;
-        hi0 = x[i] > hi0 ? x[i] : hi0;
-    }
-    total = (t0 + t1) + (t2 + t3);
-    lo = fmin(fmin(lo0, lo1), fmin(lo2, lo3));
-    hi = fmax(fmax(hi0, hi1), fmax(hi2, hi3));
-    if (isnan(total)) {
+    double t[4] = {0, 0, 0, 0};
+    double l[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
+    double h[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int wide = 0;
+#ifdef WIDE_STEPS
+    wide = __builtin_cpu_supports("avx2");
+    if (wide)
+        wide_sum_range(x, n, t, l, h);
+#endif
+    if (!wide)
+        sum_range(x, n, t, l, h);
+    total = (t[0] + t[1]) + (t[2] + t[3]);
+    lo = fmin(fmin(l[0], l[1]), fmin(l[2], l[3]));
+    hi = fmax(fmax(h[0], h[1]), fmax(h[2], h[3]));
+    if (isnan(total)) {   /* missing samples: count and sum the valid ones */
         count = 0;
         total = 0.0;
         for (i = 0; i < n; i++)
             if (!isnan(x[i])) { count++; total += x[i]; }
     }
     double mean = count ? total / count : 0.0;
-    double m0 = 0, m1 = 0, m2_ = 0, m3 = 0;
-    i = 0;
     if (count == n) {
-        for (; i + 4 <= n; i += 4) {
-            double a = x[i] - mean, b = x[i + 1] - mean, c = x[i + 2] - mean, d = x[i + 3] - mean;
-            m0 += a * a; m1 += b * b; m2_ += c * c; m3 += d * d;
-        }
+#ifdef WIDE_STEPS
+        if (wide)
+            m2 = wide_squares_about(x, n, mean);
+        else
+#endif
+            m2 = squares_about(x, n, mean);
+    } else {
+        m2 = 0.0;
+        for (i = 0; i < n; i++)
+            if (!isnan(x[i])) m2 += (x[i] - mean) * (x[i] - mean);
     }
-    for (; i < n; i++)
-        if (!isnan(x[i])) m0 += (x[i] - mean) * (x[i] - mean);
-    m2 = (m0 + m1) + (m2_ + m3);
     total = mean;
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&bx);

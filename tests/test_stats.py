@@ -31,3 +31,24 @@ def test_huge_but_finite_constant_values_are_summarised_exactly():
     st.update(np.full(2, 1e200))
     assert st.to_dict() == {"count": 5, "missing": 0, "min": 1e200, "max": 1e200,
                             "mean": 1e200, "std": 0.0}
+
+
+def test_every_short_length_and_position_of_the_extremes_and_gaps():
+    """Lengths 1 to 11 (the four-lane loops and their tails), the minimum, maximum and a
+    missing sample at every position."""
+    rng = np.random.default_rng(1)
+    for n in range(1, 12):
+        for at in range(n):
+            x = rng.normal(0, 1, n)
+            x[at] = -50.0
+            x[(at + 1) % n] = 70.0 if n > 1 else x[0]
+            for gap in (None, (at + 2) % n):
+                y = x.copy()
+                if gap is not None and n > 2:
+                    y[gap] = np.nan
+                rs = RunningStats()
+                rs.update(y)
+                assert rs.missing == int(np.isnan(y).sum())
+                assert (rs.minimum, rs.maximum) == (np.nanmin(y), np.nanmax(y))
+                np.testing.assert_allclose([rs.mean, rs.std], [np.nanmean(y), np.nanstd(y)],
+                                           rtol=1e-12, atol=1e-12)
