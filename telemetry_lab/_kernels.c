@@ -393,26 +393,20 @@ static Py_ssize_t zscore_scan(Scan *s)
     Py_ssize_t fast_hi = imin(n - right, k_end);
     if (missing || fast_lo >= fast_hi)
         fast_lo = fast_hi = k_end;
-    /* The fast steps may skip the recount checks when no window reaches past the start of
-     * x (zero padding puts the level itself into the sums) and no sample lies more than
-     * 2^8 spreads from the offset: the rounding of such sums over any frame stays below
-     * 1e-6 of the variance. */
-    int checked = missing || k0 - left < 0 || !(spread > 0.0) || !(far <= 256.0 * spread);
+    /* The fast steps may skip the recount checks when no sample lies more than 2^8
+     * spreads from the offset: the rounding of such sums over any frame stays below 1e-6
+     * of the variance. Windows reaching past the start of x are the exception (zero
+     * padding puts the level itself into the deviations): the steps are checked until the
+     * last such deviation has left the variance's window, at step `settled`; by then the
+     * checks have counted again any sum that lost more than 20 bits to them. */
+    int checked = missing || !(spread > 0.0) || !(far <= 256.0 * spread);
+    Py_ssize_t settled = k0 - left < 0 ? left + window : 0;
 
     for (Py_ssize_t k = k0; k < k_end;) {
         if (k == fast_lo) {
             /* Every window inside x, every sample finite, one sample scored per step. */
-            if (!checked) {
-#ifdef WIDE_STEPS
-                if (window >= WIDE_MIN_WINDOW && __builtin_cpu_supports("avx2"))
-                    wide_steps(s, k, fast_hi, offset, &s1, &s2);
-                else
-#endif
-                    plain_steps(s, k, fast_hi, offset, &s1, &s2);
-                k = fast_hi;
-                continue;
-            }
-            for (; k < fast_hi; k++) {
+            Py_ssize_t checked_to = checked ? fast_hi : imin(imax(settled, k), fast_hi);
+            for (; k < checked_to; k++) {
                 s1 += x[k + right] - x[k - 1 - left];
                 if (needs_recount(&r1, s1, k)) {
                     s1 = count_means(s, k, offset, &nv, &hold);
@@ -428,6 +422,15 @@ static Py_ssize_t zscore_scan(Scan *s)
                     counted(&r2, s2, hold);
                 }
                 score(s, k - right, s2, 1.0);
+            }
+            if (k < fast_hi) {
+#ifdef WIDE_STEPS
+                if (window >= WIDE_MIN_WINDOW && __builtin_cpu_supports("avx2"))
+                    wide_steps(s, k, fast_hi, offset, &s1, &s2);
+                else
+#endif
+                    plain_steps(s, k, fast_hi, offset, &s1, &s2);
+                k = fast_hi;
             }
             continue;
         }
