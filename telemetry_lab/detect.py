@@ -19,20 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels
-
-
-class Workspace:
-    """Scratch buffers reused from frame to frame (one per thread): allocating and
-    faulting in fresh pages for every channel costs more than the arithmetic."""
-
-    def __init__(self):
-        self._buffers: dict[tuple[str, type], np.ndarray] = {}
-
-    def get(self, name: str, n: int, dtype=np.float64) -> np.ndarray:
-        buf = self._buffers.get((name, dtype))
-        if buf is None or len(buf) < n:
-            buf = self._buffers[(name, dtype)] = np.empty(max(n, 1 << 16), dtype=dtype)
-        return buf[:n]
+from .scratch import Workspace
 
 
 def _signal_rows(x, lo: int, hi: int | None, variance_floor: float) -> tuple[np.ndarray, int]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy import fft as sp_fft
 from scipy import signal
 
 from . import _kernels
+from .scratch import Workspace
 
 
 def dominant_frequency(freqs: np.ndarray, psd: np.ndarray) -> tuple[float, float]:
@@ -61,24 +61,27 @@ class WelchAccumulator:
         self.skipped_segments = 0
         self._carry = np.empty(0)
         self._sum: np.ndarray | None = None
-        self._tapered = np.empty(0)
-        self._means = np.empty(0)
+        self._ws = Workspace()
         self._setup(self.nperseg)
 
     def _setup(self, nperseg: int) -> None:
         self._win = _taper(self.window, nperseg)
         self._scale = 1.0 / (self.fs * float((self._win * self._win).sum()))
-        self.freqs = sp_fft.rfftfreq(nperseg, 1.0 / self.fs)
+        self.freqs = np.fft.rfftfreq(nperseg, 1.0 / self.fs)
 
-    def update(self, x: np.ndarray) -> None:
-        """Add the next samples (1-D)."""
+    def update(self, x: np.ndarray, *, ws: Workspace | None = None) -> None:
+        """Add the next samples (1-D).
+
+        ``ws``: scratch buffers to use instead of the accumulator's own, shared by the
+        channels one thread analyses (they then stay in its cache).
+        """
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"WelchAccumulator takes one channel (1-D), not shape {x.shape}")
         n = len(self._carry) + len(x)
         n_seg = 0 if n < self.nperseg else (n - self.nperseg) // self.step + 1
         if n_seg:
-            self._add(self._carry, x, n_seg)
+            self._add(self._carry, x, n_seg, ws or self._ws)
         # What no whole segment used yet: the tail of carry ++ x, shorter than a segment.
         used = n_seg * self.step
         if used >= len(self._carry):
@@ -86,17 +89,16 @@ class WelchAccumulator:
         else:
             self._carry = np.concatenate([self._carry[used:], x])
 
-    def _add(self, carry: np.ndarray, x: np.ndarray, n_seg: int) -> None:
+    def _add(self, carry: np.ndarray, x: np.ndarray, n_seg: int, ws: Workspace) -> None:
         """Add the power of the first ``n_seg`` segments of ``carry ++ x``."""
-        size = n_seg * self.nperseg
-        if self._tapered.size < size:
-            # One buffer for every chunk, not a fresh allocation (and its page faults).
-            self._tapered = np.empty(size)
-            self._means = np.empty(n_seg)
-        tapered = self._tapered[:size].reshape(n_seg, self.nperseg)
-        means = self._means[:n_seg]
+        bins = self.nperseg // 2 + 1
+        tapered = ws.get("welch_tapered", n_seg * self.nperseg).reshape(n_seg, self.nperseg)
+        means = ws.get("welch_means", n_seg)
         _kernels.taper_segments(carry, x, self.step, self._win, tapered, means)
-        spec = sp_fft.rfft(tapered, axis=-1, overwrite_x=True)
+        # numpy's pocketfft (scipy.fft's own, the same transform) writes into a buffer
+        # given to it: no fresh megabyte of spectrum per chunk and channel.
+        spec = np.fft.rfft(tapered, axis=-1,
+                           out=ws.get("welch_spectrum", n_seg * bins, np.complex128).reshape(n_seg, bins))
         bad = np.isnan(means)  # a NaN anywhere in a segment makes its mean NaN
         if bad.any():
             spec[bad] = 0.0
@@ -118,7 +120,7 @@ class WelchAccumulator:
             # Shorter than one segment: one segment as long as the signal.
             self.nperseg = self.step = len(self._carry)
             self._setup(self.nperseg)
-            self._add(self._carry, np.empty(0), 1)
+            self._add(self._carry, np.empty(0), 1, self._ws)
         if self._sum is None or not self.segments:
             return self.freqs, np.full(self.freqs.shape, np.nan)
         power = self._sum[0::2] + self._sum[1::2]

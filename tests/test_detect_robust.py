@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from telemetry_lab.detect import Workspace, robust_zscore
+from telemetry_lab.detect import robust_zscore
+from telemetry_lab.scratch import Workspace
 
 import robust_reference
 
