@@ -137,6 +137,33 @@ def flagged_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
+#: Below this many flagged samples a Python loop groups them faster than numpy calls.
+_LOOP_BELOW = 64
+
+
+def _flagged_groups(idx: np.ndarray, z: np.ndarray, gap: int) -> tuple[list, list, list]:
+    """Groups of flagged samples no more than ``gap`` unflagged samples apart.
+
+    ``idx`` ascending, ``z`` their scores (never NaN). Returns three lists, one entry per
+    group: its first and last position in ``idx``, and its peak score.
+    """
+    if len(idx) < _LOOP_BELOW:
+        rows, scores = idx.tolist(), z.tolist()
+        firsts, lasts, peaks = [0], [], [scores[0]]
+        for j in range(1, len(rows)):
+            if rows[j] - rows[j - 1] - 1 > gap:
+                lasts.append(j - 1)
+                firsts.append(j)
+                peaks.append(scores[j])
+            elif scores[j] > peaks[-1]:
+                peaks[-1] = scores[j]
+        lasts.append(len(rows) - 1)
+        return firsts, lasts, peaks
+    first = np.flatnonzero(np.diff(idx, prepend=idx[0] - gap - 2) - 1 > gap)
+    last = np.append(first[1:], len(idx)) - 1
+    return first.tolist(), last.tolist(), np.maximum.reduceat(z, first).tolist()
+
+
 @dataclass
 class EventBuilder:
     """Collapses flagged samples of one channel into events, chunk by chunk.
@@ -171,24 +198,13 @@ class EventBuilder:
         if len(idx) == 0:
             return
         n = len(x)
-        # Runs of consecutive samples, then groups of runs within the merge gap; all
-        # vectorised, since low hysteresis thresholds flag many short runs of noise.
-        first = np.flatnonzero(np.diff(idx, prepend=idx[0] - 2) != 1)
-        last = np.append(first[1:], len(idx)) - 1
-        gap_before = np.empty(len(first), dtype=np.intp)
-        gap_before[0] = self.merge_gap + 1
-        gap_before[1:] = idx[first[1:]] - idx[last[:-1]] - 1
-        g_first = first[gap_before > self.merge_gap]
-        g_last = np.append(g_first[1:], len(idx)) - 1
-        peaks = np.maximum.reduceat(z, g_first)
-        # Groups near a border may join events of the neighbouring stretch: keep them.
-        near_border = (idx[g_first] <= self.merge_gap) | (idx[g_last] >= n - 1 - self.merge_gap)
-        for a, b, peak in zip(*(arr[(peaks > self.min_peak_z) | near_border].tolist()
-                                for arr in (g_first, g_last, peaks))):
-            p = idx[a + int(np.argmax(z[a:b + 1]))]
-            s, e = idx[a], idx[b]
-            self._add(Event(self.channel, offset + s, offset + e, int(timestamps[s]),
-                            int(timestamps[e]), peak, float(x[p]), offset + p))
+        for a, b, peak in zip(*_flagged_groups(idx, z, self.merge_gap)):
+            s, e = int(idx[a]), int(idx[b])
+            # Groups near a border may join events of the neighbouring stretch: keep them.
+            if peak > self.min_peak_z or s <= self.merge_gap or e >= n - 1 - self.merge_gap:
+                p = int(idx[a + int(np.argmax(z[a:b + 1]))])
+                self._add(Event(self.channel, offset + s, offset + e, int(timestamps[s]),
+                                int(timestamps[e]), peak, float(x[p]), offset + p))
 
     def _add(self, ev: Event) -> None:
         cur = self._open

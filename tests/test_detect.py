@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from telemetry_lab.detect import EventBuilder, Workspace, flagged_runs, rolling_mean_std, seed_scan, zscore
+from telemetry_lab.detect import EventBuilder, flagged_runs, rolling_mean_std, seed_scan, zscore
+from telemetry_lab.scratch import Workspace
 
 
 def convolve_reference(x, window, threshold, floor=1e-9):
@@ -217,3 +218,30 @@ def test_event_builder_keeps_strongest_but_counts_all():
     kept = b.finish()
     assert b.count == 100
     assert [e.start for e in kept] == [950, 960, 970, 980, 990]
+
+
+def groups_reference(idx, z, gap):
+    """Groups by the definition: split wherever more than ``gap`` rows lie unflagged."""
+    groups, current = [], [0]
+    for j in range(1, len(idx)):
+        if idx[j] - idx[j - 1] > gap + 1:
+            groups.append(current)
+            current = []
+        current.append(j)
+    groups.append(current)
+    return ([g[0] for g in groups], [g[-1] for g in groups], [max(z[j] for j in g) for g in groups])
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), density=st.floats(0.05, 1.0), gap=st.integers(0, 6),
+       seed=st.integers(0, 1000))
+def test_flagged_groups_by_loop_and_by_numpy_equal_the_definition(n, density, gap, seed):
+    """Short inputs take a Python loop, long ones numpy (_LOOP_BELOW): both must agree."""
+    from telemetry_lab.detect import _flagged_groups
+
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(rng.random(n) < density)
+    if len(idx) == 0:
+        return
+    z = rng.integers(1, 5, len(idx)).astype(float)  # ties too
+    assert _flagged_groups(idx, z, gap) == groups_reference(idx.tolist(), z.tolist(), gap)
