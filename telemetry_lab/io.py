@@ -30,16 +30,18 @@ def file_stem(uri: str) -> str:
 
 @dataclass
 class Chunk:
-    """Consecutive rows ``[start, start + len)`` of the projected columns: sensor values as
-    float64 (nulls and infinities are NaN), flags with nulls as 0."""
+    """Consecutive rows ``[start, start + rows)`` of the projected columns: timestamps as
+    int64 ns (None when not read), sensor values as float64 (nulls and infinities are NaN),
+    flags with nulls as 0."""
 
     start: int
-    timestamps: np.ndarray
+    rows: int
+    timestamps: np.ndarray | None
     columns: dict[str, np.ndarray]
     flags: np.ndarray | None
 
     def __len__(self) -> int:
-        return len(self.timestamps)
+        return self.rows
 
 
 class TelemetryFile:
@@ -143,16 +145,17 @@ class TelemetryFile:
     # -- data -------------------------------------------------------------------------
 
     def iter_chunks(self, channels: Sequence[str], *, batch_rows: int = 65536,
-                    flags: bool = True) -> Iterator[Chunk]:
-        """Stream the timestamp, flag (unless ``flags=False``) and given sensor columns,
-        row group by row group.
+                    flags: bool = True, timestamps: bool = True) -> Iterator[Chunk]:
+        """Stream the timestamp (unless ``timestamps=False``), flag (unless ``flags=False``)
+        and given sensor columns, row group by row group.
 
         Each call decodes through a parquet reader of its own over the file opened at
         construction (whose ranged reads may run concurrently): calls may run in parallel
         threads, each decoding its own columns of the same file.
         """
         lay = self.layout
-        cols = [lay.timestamp_column, *channels]
+        cols = [lay.timestamp_column] if timestamps else []
+        cols.extend(channels)
         flags_column = lay.flags_column if flags else None
         if flags_column:
             cols.append(flags_column)
@@ -161,12 +164,14 @@ class TelemetryFile:
             pf = pq.ParquetFile(self._source, metadata=self._pf.metadata,
                                 pre_buffer=self._pre_buffer)
             for batch in self._iter_batches(pf, cols, batch_rows):
-                ts_col = batch.column(lay.timestamp_column)
-                if ts_col.null_count:
-                    row = start + int(np.argmax(ts_col.is_null().to_numpy(zero_copy_only=False)))
-                    raise DataError(f"column {lay.timestamp_column!r} has a missing value at "
-                                    f"row {row}")
-                ts = _timestamps_ns(ts_col)
+                ts = None
+                if timestamps:
+                    ts_col = batch.column(lay.timestamp_column)
+                    if ts_col.null_count:
+                        row = start + int(np.argmax(ts_col.is_null().to_numpy(zero_copy_only=False)))
+                        raise DataError(f"column {lay.timestamp_column!r} has a missing value "
+                                        f"at row {row}")
+                    ts = _timestamps_ns(ts_col)
                 data = {name: _float_array(batch.column(name)) for name in channels}
                 flag_values = None
                 if flags_column:
@@ -175,7 +180,7 @@ class TelemetryFile:
                         fcol = fcol.fill_null(0)
                     flag_values = _bitfield(fcol.to_numpy(zero_copy_only=False), flags_column,
                                             start)
-                yield Chunk(start, ts, data, flag_values)
+                yield Chunk(start, batch.num_rows, ts, data, flag_values)
                 start += batch.num_rows
         except TelemetryLabError as exc:
             raise exc.with_file(self.uri)

@@ -209,6 +209,85 @@ def test_two_faults_give_the_error_one_thread_meets_first_whatever_the_lanes(
             assert path in str(info.value)
 
 
+def test_every_number_of_lanes_gives_the_same_document_and_plots(tmp_path):
+    """Row groups of uneven sizes: small ones read together, one read whole, one too long
+    for that (read in batches); the lanes share the primary lane's timestamps."""
+    chans = fleet_channels(340_123, seed=9)
+    for row in (999, 65_535, 71_000, 339_990):  # events at chunk borders and the file's end
+        for x in chans.values():
+            x[row - 20:row + 20] += 9
+    table = pq.read_table(write_telemetry(tmp_path / "even.parquet", chans))
+    path = tmp_path / "uneven.parquet"
+    with pq.ParquetWriter(path, table.schema) as writer:
+        start = 0
+        for rows in (1000, 7, 993, 69_000, 269_123):
+            writer.write_table(table.slice(start, rows), row_group_size=rows)
+            start += rows
+    assert pq.ParquetFile(path).metadata.num_row_groups == 5
+    params = AnalysisParams.preset("seed").replace(window=500, welch_nperseg=2048)
+    runs = [analyse(str(path), params, threads=threads, trace_buckets=300)
+            for threads in (1, 2, 3, 5)]
+    docs = [{k: v for k, v in r.document.items() if k != "timings"} for r in runs]
+    assert len(docs[0]["events"]) >= 4 * 24
+    for run, doc in zip(runs[1:], docs[1:]):
+        assert json.dumps(doc) == json.dumps(docs[0])
+        for name, trace in run.traces.items():
+            assert trace.__dict__ == runs[0].traces[name].__dict__
+
+
+def test_shared_timestamps_reach_lanes_read_in_other_chunks():
+    import threading
+
+    from telemetry_lab.analysis import _SharedTimestamps
+
+    ts = np.arange(50_000, dtype=np.int64) * 7
+
+    def cuts(n, seed):  # chunks of 1 to 2,999 rows, other ones for each lane
+        sizes = np.random.default_rng(seed).integers(1, 3000, 200)
+        edges = np.unique(np.r_[0, np.cumsum(sizes)[np.cumsum(sizes) < n], n])
+        return list(zip(edges[:-1], edges[1:]))
+
+    board = _SharedTimestamps([1, 2, 3], ahead=2)
+    got = {1: [], 2: [], 3: []}
+
+    def reader(lane):
+        for lo, hi in cuts(len(ts), lane):
+            if lane == 3 and lo > 10_000:
+                board.leave(3)  # a lane that failed: the others go on
+                return
+            got[lane].append(board.take(lane, int(lo), int(hi - lo)))
+        board.leave(lane)
+
+    threads = [threading.Thread(target=reader, args=(lane,)) for lane in got]
+    for t in threads:
+        t.start()
+    held = []  # rows the board holds after each put
+    for lo, hi in cuts(len(ts), 0):
+        board.put(int(lo), ts[lo:hi])
+        held.append(sum(len(c) for c in list(board._chunks.values())))
+    board.close()
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert np.array_equal(np.concatenate(got[1]), ts)
+    assert np.array_equal(np.concatenate(got[2]), ts)
+    assert np.array_equal(np.concatenate(got[3]), ts[:len(np.concatenate(got[3]))])
+    assert not board._chunks  # all taken: nothing held
+    # Bounded memory: chunks taken by every lane are forgotten (at most `ahead` chunks of
+    # up to 3,000 rows, plus what the lane furthest behind asked for, up to 3,000).
+    assert max(held) <= (2 + 1) * 3000 + 3000 < len(ts)
+
+
+def test_shared_timestamps_end_where_the_primary_lane_stopped():
+    from telemetry_lab.analysis import _SharedTimestamps
+
+    board = _SharedTimestamps([1])
+    board.put(0, np.arange(100))
+    board.close()  # e.g. the next chunk's timestamps were not increasing
+    assert np.array_equal(board.take(1, 0, 60), np.arange(60))
+    assert board.take(1, 60, 60) is None  # past the rows that passed the checks
+
+
 def test_ctrl_c_stops_every_lane_at_its_next_chunk(tmp_path):
     import os
     import signal
