@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import detect, report as report_mod
+from . import detect, report as report_mod, scratch
 from .errors import DataError, Interrupted
 from .faults import FaultCounter
 from .io import Chunk, TelemetryFile
@@ -449,7 +449,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
             """
             nonlocal first_ns, last_ns
             primary = index == 0
-            ws = Workspace()  # buffers reused from channel to channel, frame to frame
+            ws = scratch.borrow()  # buffers reused from channel to channel and file to file
             framer = Framer(halo=params.halo, frame_rows=params.chunk_rows)
             read_s = compute_s = 0.0
             prev_ns = None
@@ -511,11 +511,15 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                         if primary:
                             last_ns = prev_ns
                         break
+                    # Let go of the rows no frame needs before the next read: the reader's
+                    # allocator hands the same, still-mapped memory to the next chunk.
+                    chunk = frames = None
             except BaseException:  # KeyboardInterrupt when the lane runs in the main thread
                 failures.stop_all()
                 raise
             finally:
                 chunks.close()
+                scratch.give_back(ws)
                 if primary:
                     timestamps.close()
                 else:
