@@ -6,6 +6,7 @@ with the file's length. Works on local paths and ``s3://`` URIs alike (ranged re
 
 from __future__ import annotations
 
+import math
 import posixpath
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -163,7 +164,8 @@ class TelemetryFile:
         try:
             pf = pq.ParquetFile(self._source, metadata=self._pf.metadata,
                                 pre_buffer=self._pre_buffer)
-            for batch in self._iter_batches(pf, cols, batch_rows):
+            finite = self._finite_by_statistics(channels)
+            for groups, batch in self._iter_batches(pf, cols, batch_rows):
                 ts = None
                 if timestamps:
                     ts_col = batch.column(lay.timestamp_column)
@@ -172,7 +174,9 @@ class TelemetryFile:
                         raise DataError(f"column {lay.timestamp_column!r} has a missing value "
                                         f"at row {row}")
                     ts = _timestamps_ns(ts_col)
-                data = {name: _float_array(batch.column(name)) for name in channels}
+                data = {name: _float_array(batch.column(name),
+                                           may_hold_inf=not all(finite[name][g] for g in groups))
+                        for name in channels}
                 flag_values = None
                 if flags_column:
                     fcol = batch.column(flags_column)
@@ -203,7 +207,24 @@ class TelemetryFile:
             raise DataError(f"cannot read column {col!r} ({_first_line(exc)})", file=self.uri) from None
         return _timestamps_ns(ts.combine_chunks())[:rows]
 
+    def _finite_by_statistics(self, channels: Sequence[str]) -> dict[str, list[bool]]:
+        """Per channel and row group, whether the footer's statistics prove that the column
+        chunk holds no infinity: a finite minimum and maximum (writers leave NaN out of
+        them). Where they do, the chunk need not be scanned for infinities."""
+        md = self._pf.metadata
+        index = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        finite = {}
+        for name in channels:
+            proven = []
+            for g in range(md.num_row_groups):
+                st = md.row_group(g).column(index[name]).statistics
+                proven.append(st is not None and st.has_min_max
+                              and math.isfinite(st.min) and math.isfinite(st.max))
+            finite[name] = proven
+        return finite
+
     def _iter_batches(self, pf: pq.ParquetFile, cols: list[str], batch_rows: int):
+        """Record batches of the columns, each with the row groups it comes from."""
         # One reader per row group bounds memory by a row group whatever the file's length.
         # Local row groups of modest size are read whole, and small ones together up to
         # `batch_rows`: that skips the batch reader's overhead (about a fifth of the read,
@@ -218,8 +239,9 @@ class TelemetryFile:
                 if group:
                     yield from self._read_groups(pf, group, cols)
                     group, group_rows = [], 0
-                yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i],
-                                           columns=cols, use_threads=False)
+                for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[i],
+                                             columns=cols, use_threads=False):
+                    yield [i], batch
                 continue
             group.append(i)
             group_rows += rows
@@ -244,7 +266,8 @@ class TelemetryFile:
             return
         if len(groups) > 1:
             table = table.combine_chunks()  # one chunk, not one per row group
-        yield from table.to_batches()
+        for batch in table.to_batches():
+            yield groups, batch
 
     def close(self) -> None:
         self._source.close()
@@ -276,11 +299,11 @@ def _bitfield(flags: np.ndarray, column: str, start: int) -> np.ndarray:
     return flags.astype(np.uint32, copy=False)
 
 
-def _float_array(col: pa.Array) -> np.ndarray:
+def _float_array(col: pa.Array, *, may_hold_inf: bool = True) -> np.ndarray:
     # Nulls become NaN, and so do infinities (a sensor's overflow code, not a reading):
     # missing samples are left out downstream, where one inf would poison every sum.
     arr = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    if not np.isfinite(arr.sum()) and np.isinf(arr).any():
+    if may_hold_inf and not np.isfinite(arr.sum()) and np.isinf(arr).any():
         arr = np.where(np.isinf(arr), np.nan, arr)
     return arr
 

@@ -20,8 +20,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def write_telemetry(path, channels: dict[str, np.ndarray], *, fs: float = 1000.0,
                     start_ns: int = 1_700_000_000_000_000_000, flags=None,
                     layout: Layout | None = None, site_id="site-x", region="test",
-                    row_group_rows: int = 4096) -> str:
-    """Write a telemetry parquet file from arrays; embeds ``layout`` when given."""
+                    row_group_rows: int = 4096, **write_options) -> str:
+    """Write a telemetry parquet file from arrays; embeds ``layout`` when given;
+    ``write_options`` go to ``pyarrow.parquet.write_table``."""
     n = len(next(iter(channels.values())))
     ts = start_ns + np.arange(n, dtype=np.int64) * int(round(1e9 / fs))
     idx = pa.array(np.zeros(n, dtype=np.int32))
@@ -35,7 +36,7 @@ def write_telemetry(path, channels: dict[str, np.ndarray], *, fs: float = 1000.0
     table = pa.table(cols)
     if layout is not None:
         table = table.replace_schema_metadata({LAYOUT_METADATA_KEY: layout.to_json().encode()})
-    pq.write_table(table, str(path), row_group_size=row_group_rows)
+    pq.write_table(table, str(path), row_group_size=row_group_rows, **write_options)
     return str(path)
 
 

@@ -202,13 +202,18 @@ def test_cli_reports_missing_manifest_and_bad_params_with_exit_codes(tmp_path, g
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("statistics", [True, False])
 @pytest.mark.parametrize("preset", ["default", "seed"])
-def test_infinite_samples_are_missing_not_blinding(tmp_path, preset):
+def test_infinite_samples_are_missing_not_blinding(tmp_path, preset, statistics):
+    """Row groups whose footer statistics show finite bounds are not scanned for
+    infinities; the others (an infinity in them, or no statistics) are."""
     chans = fleet_channels(20_000)
     chans["sensor_05"][100] = np.inf
     chans["sensor_05"][15_000:15_003] += 60 * 0.3
     chans["sensor_09"][7_000] = -np.inf
-    path = write_telemetry(tmp_path / "inf.parquet", chans)
+    path = write_telemetry(tmp_path / "inf.parquet", chans, write_statistics=statistics)
+    stats = pq.ParquetFile(path).metadata.row_group(1).column(12).statistics
+    assert (stats is not None and stats.has_min_max) is statistics
     doc = analyse_file(path, AnalysisParams.preset(preset))
     json.dumps(doc, allow_nan=False)
     for channel in ("sensor_05", "sensor_09"):
