@@ -533,10 +533,11 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
         if len(lanes) == 1:
             lane_times = [run_lane(lanes[0], 0)]
         else:
-            with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
-                futures = [pool.submit(run_lane, lane, i) for i, lane in enumerate(lanes)]
+            # The primary lane runs in this thread, the others beside it.
+            with ThreadPoolExecutor(max_workers=len(lanes) - 1) as pool:
+                futures = [pool.submit(run_lane, lane, i) for i, lane in enumerate(lanes) if i]
                 try:
-                    lane_times = [f.result() for f in futures]
+                    lane_times = [run_lane(lanes[0], 0)] + [f.result() for f in futures]
                 except BaseException:  # Ctrl-C: the lanes stop at their next chunk
                     failures.stop_all()
                     raise

@@ -118,8 +118,17 @@ class TelemetryFile:
                     raise DataError(f"column {col!r} has type {f.type}, expected string")
 
     def _first_value(self, column: str | None) -> str | None:
-        if not column or self._pf.metadata.num_row_groups == 0:
+        """The first value of a label column (None when it is null or there is none)."""
+        md = self._pf.metadata
+        if not column or md.num_row_groups == 0:
             return None
+        # One value throughout the first row group, as a site's label is: its footer
+        # statistics tell it without decoding the column.
+        index = [md.schema.column(i).path for i in range(md.num_columns)].index(column)
+        st = md.row_group(0).column(index).statistics
+        if (st is not None and st.has_min_max and st.has_null_count and st.null_count == 0
+                and isinstance(st.min, str) and st.min == st.max):
+            return st.min
         try:
             col = self._pf.read_row_group(0, columns=[column]).column(0)
         except (pa.ArrowException, OSError) as exc:
