@@ -227,7 +227,9 @@ class TelemetryFile:
             proven = []
             for g in range(md.num_row_groups):
                 st = md.row_group(g).column(index[name]).statistics
-                proven.append(st is not None and st.has_min_max
+                # Half floats' bounds come as raw bytes: not proven, scanned.
+                proven.append(st is not None and st.has_min_max and isinstance(st.min, float)
+                              and isinstance(st.max, float)
                               and math.isfinite(st.min) and math.isfinite(st.max))
             finite[name] = proven
         return finite
@@ -312,7 +314,11 @@ def _float_array(col: pa.Array, *, may_hold_inf: bool = True) -> np.ndarray:
     # Nulls become NaN, and so do infinities (a sensor's overflow code, not a reading):
     # missing samples are left out downstream, where one inf would poison every sum.
     arr = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    if may_hold_inf and not np.isfinite(arr.sum()) and np.isinf(arr).any():
+    if not may_hold_inf:
+        return arr
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, or a sum past 1e308
+        total = arr.sum()
+    if not np.isfinite(total) and np.isinf(arr).any():
         arr = np.where(np.isinf(arr), np.nan, arr)
     return arr
 

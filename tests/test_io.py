@@ -27,3 +27,20 @@ def test_labels_that_change_within_the_first_row_group_give_its_first_value(tmp_
     with TelemetryFile(path) as tf:
         assert tf.site_id == "site-b"  # not the statistics' minimum, "site-a"
         assert tf.region is None  # a null first value, whatever follows
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_narrow_float_columns_are_read_as_float64_with_infinities_missing(tmp_path, dtype):
+    """Half floats' footer statistics are raw bytes, not bounds: such columns are scanned."""
+    chans = fleet_channels(5000)
+    chans["sensor_03"][[10, 4500]] = [np.inf, -np.inf]
+    path = write_telemetry(tmp_path / "a.parquet", chans)
+    table = pq.read_table(path)
+    for name in chans:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pa.array(np.asarray(chans[name], dtype=dtype)))
+    pq.write_table(table, path, row_group_size=4096)
+    with TelemetryFile(path) as tf:
+        x = np.concatenate([c.columns["sensor_03"] for c in tf.iter_chunks(["sensor_03"])])
+    assert x.dtype == np.float64 and len(x) == 5000
+    assert np.isnan(x[[10, 4500]]).all() and np.isfinite(np.delete(x, [10, 4500])).all()
