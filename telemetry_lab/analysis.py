@@ -113,9 +113,10 @@ class _Failures:
 
     A lane that fails at row r makes the others stop once they are past r, and the failure
     at the lowest row is the one raised: the error that one thread reading every column
-    would have met first, whatever the number of lanes. At one row, a read error ranks
-    before a timestamp error, which ranks before an analysis error (the order one thread
-    meets them in); then lane order.
+    would have met first, whatever the number of lanes. At one row they rank in the order
+    one thread meets them: data that cannot be decoded, a value the file must not hold (a
+    missing timestamp, a flag outside the bitfield), timestamps out of order, an analysis
+    error; then lane order.
     """
 
     def __init__(self):
@@ -465,7 +466,8 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     try:
                         chunk = next(chunks, None)
                     except Exception as exc:  # noqa: BLE001 -- recorded, raised by analyse
-                        failures.add(next_row, exc, rank=0, lane=index)
+                        bad_value = getattr(exc, "row", None) is not None
+                        failures.add(next_row, exc, rank=1 if bad_value else 0, lane=index)
                         break
                     if chunk is not None and not primary:
                         chunk.timestamps = timestamps.take(index, chunk.start, len(chunk))
@@ -479,9 +481,14 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                         if primary:
                             bad_row = first_bad_row(chunk, prev_ns)
                             if bad_row is not None:
+                                # The other lanes go on to the rows before it: they may
+                                # hold an error one thread would have met first.
+                                if bad_row > chunk.start and len(lanes) > 1:
+                                    timestamps.put(chunk.start,
+                                                   chunk.timestamps[:bad_row - chunk.start])
                                 failures.add(bad_row, DataError(
                                     f"timestamps are not strictly increasing at row {bad_row}",
-                                    file=uri), rank=1, lane=index)
+                                    file=uri, row=bad_row), rank=2, lane=index)
                                 break
                             if len(lanes) > 1:
                                 timestamps.put(chunk.start, chunk.timestamps)
@@ -503,7 +510,7 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                             for frame in frames:
                                 detect_channel(frame, name, ws)
                     except Exception as exc:  # noqa: BLE001 -- recorded, raised by analyse
-                        failures.add(next_row if chunk is None else chunk.start, exc, rank=2,
+                        failures.add(next_row if chunk is None else chunk.start, exc, rank=3,
                                      lane=index)
                         break
                     compute_s += time.perf_counter() - t1
@@ -556,6 +563,12 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                                "event_count": builders[n].count}
             if stats[n].count == 0:
                 raise DataError("channel has no valid samples (all NaN)", file=uri, channel=n)
+            if not (math.isfinite(stats[n].minimum) and math.isfinite(stats[n].maximum)):
+                # Infinities are missing samples, looked for where the footer's statistics
+                # do not rule them out: these did, wrongly.
+                raise DataError("channel holds infinite values in a row group whose footer "
+                                "statistics give finite bounds (the program that wrote the "
+                                "file is at fault)", file=uri, channel=n)
             if not (math.isfinite(stats[n].mean) and math.isfinite(stats[n].std)):
                 raise DataError(f"channel values are too large to summarise in float64 (from "
                                 f"{stats[n].minimum:.3g} to {stats[n].maximum:.3g})",

@@ -71,10 +71,19 @@ class ParamsError(TelemetryLabError, ValueError):
 
 
 class DataError(TelemetryLabError):
-    """An input file cannot be analysed: corrupt, wrong schema, too short, ..."""
+    """An input file cannot be analysed: corrupt, wrong schema, too short, ...
+
+    ``row`` is set when the error is a value at a known row (a missing timestamp, a flag
+    outside the bitfield), as opposed to data that could not be decoded at all.
+    """
 
     exit_code = EXIT_DATA
     kind = "data"
+
+    def __init__(self, message: str, *, file: str | None = None, channel: str | None = None,
+                 row: int | None = None):
+        super().__init__(message, file=file, channel=channel)
+        self.row = row
 
 
 class LayoutError(DataError):

@@ -120,17 +120,18 @@ class TelemetryFile:
     def _first_value(self, column: str | None) -> str | None:
         """The first value of a label column (None when it is null or there is none)."""
         md = self._pf.metadata
-        if not column or md.num_row_groups == 0:
+        group = next((g for g in range(md.num_row_groups) if md.row_group(g).num_rows), None)
+        if not column or group is None:
             return None
-        # One value throughout the first row group, as a site's label is: its footer
-        # statistics tell it without decoding the column.
+        # One value throughout the row group, as a site's label is: its footer statistics
+        # tell it without decoding the column.
         index = [md.schema.column(i).path for i in range(md.num_columns)].index(column)
-        st = md.row_group(0).column(index).statistics
+        st = md.row_group(group).column(index).statistics
         if (st is not None and st.has_min_max and st.has_null_count and st.null_count == 0
                 and isinstance(st.min, str) and st.min == st.max):
             return st.min
         try:
-            col = self._pf.read_row_group(0, columns=[column]).column(0)
+            col = self._pf.read_row_group(group, columns=[column]).column(0)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot read column {column!r} ({_first_line(exc)})", file=self.uri) from None
         for chunk in col.chunks:
@@ -175,30 +176,55 @@ class TelemetryFile:
                                 pre_buffer=self._pre_buffer)
             finite = self._finite_by_statistics(channels)
             for groups, batch in self._iter_batches(pf, cols, batch_rows):
-                ts = None
-                if timestamps:
-                    ts_col = batch.column(lay.timestamp_column)
-                    if ts_col.null_count:
-                        row = start + int(np.argmax(ts_col.is_null().to_numpy(zero_copy_only=False)))
-                        raise DataError(f"column {lay.timestamp_column!r} has a missing value "
-                                        f"at row {row}")
-                    ts = _timestamps_ns(ts_col)
-                data = {name: _float_array(batch.column(name),
-                                           may_hold_inf=not all(finite[name][g] for g in groups))
-                        for name in channels}
-                flag_values = None
-                if flags_column:
-                    fcol = batch.column(flags_column)
-                    if fcol.null_count:
-                        fcol = fcol.fill_null(0)
-                    flag_values = _bitfield(fcol.to_numpy(zero_copy_only=False), flags_column,
-                                            start)
-                yield Chunk(start, batch.num_rows, ts, data, flag_values)
+                bad = self._first_bad_value(batch, timestamps, flags_column, start)
+                if bad is not None:
+                    # The rows before it first, as a reader of these columns one row at a
+                    # time would have them: the error must not depend on how rows are
+                    # batched, nor on which columns a reader reads.
+                    if bad.row > start:
+                        yield self._chunk(start, batch.slice(0, bad.row - start), groups,
+                                          channels, finite, timestamps, flags_column)
+                    raise bad
+                yield self._chunk(start, batch, groups, channels, finite, timestamps,
+                                  flags_column)
                 start += batch.num_rows
         except TelemetryLabError as exc:
             raise exc.with_file(self.uri)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"corrupt data near row {start} ({_first_line(exc)})", file=self.uri) from None
+
+    def _first_bad_value(self, batch: pa.RecordBatch, timestamps: bool, flags_column: str | None,
+                         start: int) -> DataError | None:
+        """The first value of the batch that the file must not hold: a missing timestamp,
+        or a flag that is not a 32-bit bitfield (the timestamp first at the same row)."""
+        found = []
+        if timestamps:
+            col = batch.column(self.layout.timestamp_column)
+            if col.null_count:
+                at = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+                found.append(DataError(f"column {self.layout.timestamp_column!r} has a missing "
+                                       f"value at row {start + at}", row=start + at))
+        if flags_column and batch.schema.field(flags_column).type.bit_width == 64:
+            col = batch.column(flags_column)
+            at = _first_non_bitfield(col.fill_null(0).to_numpy(zero_copy_only=False))
+            if at is not None:
+                found.append(DataError(f"column {flags_column!r} holds {col[at].as_py()} at row "
+                                       f"{start + at}, not a 32-bit fault bitfield",
+                                       row=start + at))
+        return min(found, key=lambda e: e.row, default=None)
+
+    def _chunk(self, start: int, batch: pa.RecordBatch, groups: list[int], channels: Sequence[str],
+               finite: dict[str, list[bool]], timestamps: bool, flags_column: str | None) -> Chunk:
+        """A batch of checked values as arrays (see :class:`Chunk`)."""
+        ts = _timestamps_ns(batch.column(self.layout.timestamp_column)) if timestamps else None
+        data = {name: _float_array(batch.column(name),
+                                   may_hold_inf=not all(finite[name][g] for g in groups))
+                for name in channels}
+        flag_values = None
+        if flags_column:
+            col = batch.column(flags_column)
+            flag_values = _bitfield(col.fill_null(0) if col.null_count else col)
+        return Chunk(start, batch.num_rows, ts, data, flag_values)
 
     def leading_timestamps(self, rows: int) -> np.ndarray:
         """The first ``rows`` timestamps (ns; fewer if the file is shorter), nulls left out."""
@@ -296,17 +322,20 @@ def _timestamps_ns(col: pa.Array) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def _bitfield(flags: np.ndarray, column: str, start: int) -> np.ndarray:
-    """Flags as uint32. Signed integers of up to 32 bits are read as the same bits
-    (two's complement: bit 31 set is a negative int32); a 64-bit value that is not a
-    32-bit bitfield (negative, or bits above 31) is an error, not bits silently dropped."""
+def _first_non_bitfield(flags: np.ndarray) -> int | None:
+    """The first of 64-bit flags that is not a 32-bit bitfield (negative, or bits above 31),
+    None if all are."""
+    bad = np.flatnonzero((flags < 0) | (flags > 0xFFFFFFFF))
+    return int(bad[0]) if len(bad) else None
+
+
+def _bitfield(col: pa.Array) -> np.ndarray:
+    """Flags without nulls as uint32. Signed integers of up to 32 bits are the same bits
+    (two's complement: bit 31 set is a negative int32); 64-bit values are checked by
+    :func:`_first_non_bitfield` first, never silently cut to 32 bits."""
+    flags = col.to_numpy(zero_copy_only=False)
     if flags.dtype.kind == "i" and flags.dtype.itemsize <= 4:
         flags = flags.view(f"u{flags.dtype.itemsize}")
-    elif flags.dtype.itemsize == 8 and len(flags):
-        bad = np.flatnonzero((flags < 0) | (flags > 0xFFFFFFFF))
-        if len(bad):
-            raise DataError(f"column {column!r} holds {flags[bad[0]]} at row {start + int(bad[0])}, "
-                            "not a 32-bit fault bitfield")
     return flags.astype(np.uint32, copy=False)
 
 

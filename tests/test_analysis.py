@@ -188,6 +188,9 @@ def test_tiny_row_groups_give_the_same_document_as_large_ones(tmp_path):
     (5, 0, "corrupt data near row 0"),            # both in the first row group: read first
     (70_000, 4, "corrupt data near row 65536"),   # the read error is at the lower row
     (20_000, 3, "not strictly increasing at row 20000"),  # the timestamp error is
+    # The primary lane reads row groups 0-3 as one chunk and finds the timestamp error in
+    # it; the other lanes must still get the rows before it, and meet their read error.
+    (40_000, 1, "corrupt data near row 16384"),
 ])
 def test_two_faults_give_the_error_one_thread_meets_first_whatever_the_lanes(
         tmp_path, dup_row, bad_group, expected):
@@ -207,6 +210,39 @@ def test_two_faults_give_the_error_one_thread_meets_first_whatever_the_lanes(
             with pytest.raises(DataError, match=expected) as info:
                 analyse(path, AnalysisParams.preset("seed"), threads=threads)
             assert path in str(info.value)
+
+
+@pytest.mark.parametrize("bad_row,bad_group,expected", [
+    (40_000, 1, "corrupt data near row 16384"),   # the read error is in an earlier group
+    (10_000, 1, "at row 10000"),                  # the bad value comes first
+    (16_384, 1, "corrupt data near row 16384"),   # same row: undecodable data ranks first
+])
+@pytest.mark.parametrize("fault", ["null timestamp", "64-bit flag"])
+def test_a_bad_value_and_a_read_error_give_the_error_one_thread_meets_first(
+        tmp_path, fault, bad_row, bad_group, expected):
+    """Values the file must not hold are found by the primary lane, in chunks of several
+    row groups; the error must not depend on that, nor on the number of lanes."""
+    from telemetry_lab.errors import DataError
+
+    good = write_telemetry(tmp_path / "good.parquet", fleet_channels(100_000), row_group_rows=16_384)
+    table = pq.read_table(good)
+    if fault == "null timestamp":
+        ts = pa.array(table["timestamp_ns"].to_numpy(), mask=np.arange(len(table)) == bad_row)
+        table = table.set_column(0, "timestamp_ns", ts)
+    else:
+        flags = np.zeros(len(table), np.int64)
+        flags[bad_row] = 1 << 40
+        table = table.set_column(table.schema.get_field_index("status_flags"), "status_flags",
+                                 pa.array(flags))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table, bad, row_group_size=16_384)
+    path = corrupt_page(bad, tmp_path / "both.parquet", bad_group, "sensor_23")
+    messages = set()
+    for threads in (1, 2, 3, 5):
+        with pytest.raises(DataError, match=expected) as info:
+            analyse(path, AnalysisParams.preset("seed"), threads=threads)
+        messages.add(str(info.value))
+    assert len(messages) == 1 and path in messages.pop()
 
 
 def test_every_number_of_lanes_gives_the_same_document_and_plots(tmp_path):

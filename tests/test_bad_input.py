@@ -340,3 +340,25 @@ def test_signed_32_bit_flags_are_read_as_their_bits(tmp_path):
     faults = analyse_file(str(path), PARAMS)["faults"]
     by_bit = {v["bit"]: v["samples"] for v in faults.values()}
     assert by_bit[31] == 11 and by_bit[0] == 1 and max(by_bit) == 31
+
+
+def test_infinities_that_footer_statistics_deny_are_a_clear_error(tmp_path):
+    """Row groups whose statistics give finite bounds are not scanned for infinities; a
+    writer whose statistics lie gets the file refused, with the reason."""
+    import struct
+
+    chans = fleet_channels(10_000)
+    chans["sensor_12"][100] = 5.0  # a value found nowhere else, patched below to +inf
+    chans["sensor_12"][200] = 1e3
+    path = write_telemetry(tmp_path / "lie.parquet", chans, compression="none",
+                           use_dictionary=False)
+    data = bytearray(open(path, "rb").read())
+    at = bytes(data).find(struct.pack("<d", 5.0))
+    assert at > 0 and bytes(data).count(struct.pack("<d", 5.0)) == 1
+    data[at:at + 8] = struct.pack("<d", np.inf)
+    open(path, "wb").write(bytes(data))
+    stats = pq.ParquetFile(path).metadata.row_group(0).column(15).statistics
+    assert stats.max == 1e3  # the footer still says finite
+    with pytest.raises(DataError, match="infinite values in a row group whose footer") as info:
+        analyse_file(path, AnalysisParams.preset("seed"))
+    assert path in str(info.value) and "sensor_12" in str(info.value)

@@ -44,3 +44,14 @@ def test_narrow_float_columns_are_read_as_float64_with_infinities_missing(tmp_pa
         x = np.concatenate([c.columns["sensor_03"] for c in tf.iter_chunks(["sensor_03"])])
     assert x.dtype == np.float64 and len(x) == 5000
     assert np.isnan(x[[10, 4500]]).all() and np.isfinite(np.delete(x, [10, 4500])).all()
+
+
+def test_labels_come_from_the_first_row_group_that_has_rows(tmp_path):
+    path = write_telemetry(tmp_path / "a.parquet", fleet_channels(5000), site_id="site-7")
+    table = pq.read_table(path)
+    with pq.ParquetWriter(path, table.schema) as writer:
+        writer.write_table(table.slice(0, 0))  # an empty row group first
+        writer.write_table(table, row_group_size=4096)
+    assert pq.ParquetFile(path).metadata.row_group(0).num_rows == 0
+    with TelemetryFile(path) as tf:
+        assert tf.site_id == "site-7"
