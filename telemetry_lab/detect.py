@@ -159,7 +159,7 @@ def _flagged_groups(idx: np.ndarray, z: np.ndarray, gap: int) -> tuple[list, lis
                 peaks[-1] = scores[j]
         lasts.append(len(rows) - 1)
         return firsts, lasts, peaks
-    first = np.flatnonzero(np.diff(idx, prepend=idx[0] - gap - 2) - 1 > gap)
+    first = np.concatenate(([0], np.flatnonzero(np.diff(idx) - 1 > gap) + 1))
     last = np.append(first[1:], len(idx)) - 1
     return first.tolist(), last.tolist(), np.maximum.reduceat(z, first).tolist()
 

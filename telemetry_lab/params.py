@@ -70,7 +70,8 @@ class AnalysisParams:
     channels : tuple of str or None
         Channels to analyse; ``None`` means every sensor channel of the file's layout.
     chunk_rows : int
-        Rows processed per streaming step; bounds memory, does not change results.
+        Rows processed per streaming step; bounds memory. Results do not depend on it
+        beyond rounding (the last digits of statistics and scores).
     max_events_per_channel : int
         At most this many events per channel are kept in the result (the strongest by
         peak z); the full count is always reported.
@@ -267,11 +268,18 @@ def _check_choice(name, value, choices):
         raise ParamsError(f"{name}={value!r} is not one of {list(choices)}")
 
 
+#: The largest count any integer setting may hold: more rows than any file has, and small
+#: enough that sums of rows and settings stay exact 64-bit integers.
+MAX_COUNT = 2**53
+
+
 def _check_int(name, value, *, minimum):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParamsError(f"{name}={value!r} must be an integer")
     if value < minimum:
         raise ParamsError(f"{name}={value!r} must be at least {minimum}")
+    if value > MAX_COUNT:
+        raise ParamsError(f"{name}={value!r} must be at most 2**53 ({MAX_COUNT})")
 
 
 #: Segments sharing more than this fraction of their length cost FFTs without adding

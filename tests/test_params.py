@@ -30,6 +30,8 @@ def test_default_constructor_is_the_default_preset():
     ("channels", (), "channels=()"),
     ("chunk_rows", 1500, "chunk_rows=1500"),
     ("min_event_samples", True, "min_event_samples=True"),
+    ("merge_gap_samples", 2**63 - 1, "merge_gap_samples=9223372036854775807"),
+    ("window", 10**30, "window=1000000000000000000000000000000"),
 ])
 def test_bad_values_are_rejected_with_the_value_quoted(field, value, quoted):
     with pytest.raises(ParamsError) as info:
