@@ -25,9 +25,17 @@ class Workspace:
             buf = self._buffers[(name, dtype)] = np.empty(max(n, 1 << 16), dtype=dtype)
         return buf[:n]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(buf.nbytes for buf in self._buffers.values())
+
 
 _idle: list[Workspace] = []
 _idle_lock = threading.Lock()
+
+#: A workspace grown past this (by an unusually large ``chunk_rows`` or window) is let go
+#: of rather than kept for the next analysis: the presets' need a few MB to about 20 MB.
+KEEP_AT_MOST_BYTES = 64 << 20
 
 
 def borrow() -> Workspace:
@@ -35,8 +43,8 @@ def borrow() -> Workspace:
 
     Successive analyses in one process then reuse buffers that are already mapped (and
     often still cached) instead of faulting in fresh pages for every file. The process
-    keeps as many workspaces as it ever had in use at once, each as large as its largest
-    use (a few MB per lane at the presets' chunk sizes).
+    keeps as many workspaces as it ever had in use at once, up to
+    :data:`KEEP_AT_MOST_BYTES` each.
     """
     with _idle_lock:
         return _idle.pop() if _idle else Workspace()
@@ -44,5 +52,7 @@ def borrow() -> Workspace:
 
 def give_back(ws: Workspace) -> None:
     """Return a borrowed workspace; the caller must hold no views of its buffers."""
+    if ws.nbytes > KEEP_AT_MOST_BYTES:
+        return
     with _idle_lock:
         _idle.append(ws)

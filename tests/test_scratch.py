@@ -44,3 +44,14 @@ def test_threads_borrowing_at_once_get_distinct_workspaces():
     for t in threads:
         t.join(timeout=10)
     assert len(set(seen)) == 4
+
+
+def test_a_workspace_grown_past_the_limit_is_not_kept():
+    ws = scratch.borrow()
+    ws.get("huge", scratch.KEEP_AT_MOST_BYTES // 8 + 1)
+    assert ws.nbytes > scratch.KEEP_AT_MOST_BYTES
+    scratch.give_back(ws)
+    held = [scratch.borrow() for _ in range(len(scratch._idle) + 1)]
+    assert all(other is not ws for other in held)
+    for other in held:
+        scratch.give_back(other)
