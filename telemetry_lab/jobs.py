@@ -42,6 +42,10 @@ PARAMS_ENV = "TELEMETRY_LAB_PARAMS"
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def partition(files: Sequence, index: int, size: int) -> list:
     """The ``index``-th of ``size`` contiguous slices of ``files``.
 
@@ -152,7 +156,7 @@ class SliceSummary:
         return EXIT_OK
 
     def totals_line(self) -> str:
-        return (f"slice {self.index + 1}/{self.size} of run {self.run_id}: {len(self.files)} files, "
+        return (f"slice {self.index + 1}/{self.size} of run {self.run_id}: {_files(len(self.files))}, "
                 f"{self.count('OK')} OK, {self.count('FAIL')} FAIL, {self.count('SKIP')} SKIP "
                 f"in {self.seconds:.1f}s")
 
@@ -420,6 +424,6 @@ def run_local(cfg: LocalRun, *, progress: bool = True, log: Callable[[str], None
                   | ({"error": f["error"]["message"]} if f.get("error") else {}) for f in files],
     }
     storage.write_bytes(paths.run_summary, _dump(summary))
-    log(f"run {cfg.run_id}: {n_files} files, {counts['OK']} OK, {counts['FAIL']} FAIL, "
+    log(f"run {cfg.run_id}: {_files(n_files)}, {counts['OK']} OK, {counts['FAIL']} FAIL, "
         f"{counts['SKIP'] + counts['NOT_RUN']} SKIP in {summary['seconds']:.1f}s")
     return exit_code
