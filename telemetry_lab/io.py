@@ -162,7 +162,10 @@ class TelemetryFile:
 
         Each call decodes through a parquet reader of its own over the file opened at
         construction (whose ranged reads may run concurrently): calls may run in parallel
-        threads, each decoding its own columns of the same file.
+        threads, each decoding its own columns of the same file. A missing timestamp or a
+        flag outside the bitfield raises :class:`DataError` (with its ``row``) once the
+        rows before it have been yielded; data that cannot be decoded raises it naming the
+        first row of the row group (or batch of a large one) it is in.
         """
         lay = self.layout
         cols = [lay.timestamp_column] if timestamps else []
