@@ -164,6 +164,7 @@ class _SharedTimestamps:
                    for lane, end in self._waiting.items())
 
     def put(self, start: int, ts: np.ndarray) -> None:
+        """Hand on the checked timestamps of the next rows (kept only if some lane reads)."""
         with self._cond:
             self._cond.wait_for(lambda: not self._next_row or len(self._chunks) < self._ahead
                                 or self._hindmost_waits())
@@ -480,18 +481,16 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                     else:
                         if primary:
                             bad_row = first_bad_row(chunk, prev_ns)
+                            checked = len(chunk) if bad_row is None else bad_row - chunk.start
+                            # The rows before a bad one go to the other lanes too: they may
+                            # hold an error one thread would have met first.
+                            if checked:
+                                timestamps.put(chunk.start, chunk.timestamps[:checked])
                             if bad_row is not None:
-                                # The other lanes go on to the rows before it: they may
-                                # hold an error one thread would have met first.
-                                if bad_row > chunk.start and len(lanes) > 1:
-                                    timestamps.put(chunk.start,
-                                                   chunk.timestamps[:bad_row - chunk.start])
                                 failures.add(bad_row, DataError(
                                     f"timestamps are not strictly increasing at row {bad_row}",
                                     file=uri, row=bad_row), rank=2, lane=index)
                                 break
-                            if len(lanes) > 1:
-                                timestamps.put(chunk.start, chunk.timestamps)
                             prev_ns = int(chunk.timestamps[-1])
                             if first_ns is None:
                                 first_ns = int(chunk.timestamps[0])
