@@ -74,7 +74,9 @@ class TelemetryFile:
         except TelemetryLabError as exc:
             self.close()
             raise exc.with_file(uri)
-        self.rows = self._pf.metadata.num_rows
+        md = self._pf.metadata
+        self._column_index = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        self.rows = md.num_rows
         if self.rows == 0:
             self.close()
             raise DataError("file has no rows", file=uri)
@@ -125,8 +127,7 @@ class TelemetryFile:
             return None
         # One value throughout the row group, as a site's label is: its footer statistics
         # tell it without decoding the column.
-        index = [md.schema.column(i).path for i in range(md.num_columns)].index(column)
-        st = md.row_group(group).column(index).statistics
+        st = md.row_group(group).column(self._column_index[column]).statistics
         if (st is not None and st.has_min_max and st.has_null_count and st.null_count == 0
                 and isinstance(st.min, str) and st.min == st.max):
             return st.min
@@ -250,12 +251,11 @@ class TelemetryFile:
         chunk holds no infinity: a finite minimum and maximum (writers leave NaN out of
         them). Where they do, the chunk need not be scanned for infinities."""
         md = self._pf.metadata
-        index = {md.schema.column(i).path: i for i in range(md.num_columns)}
         finite = {}
         for name in channels:
             proven = []
             for g in range(md.num_row_groups):
-                st = md.row_group(g).column(index[name]).statistics
+                st = md.row_group(g).column(self._column_index[name]).statistics
                 # Half floats' bounds come as raw bytes: not proven, scanned.
                 proven.append(st is not None and st.has_min_max and isinstance(st.min, float)
                               and isinstance(st.max, float)
