@@ -45,8 +45,10 @@ static int scan_values_plain(const double *x, Py_ssize_t a, Py_ssize_t b, double
     return isnan(s0 + s1 + s2 + s3);
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
-/* Loops four samples at a time with AVX2, where the machine has it (asked at run time). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(TELEMETRY_LAB_PORTABLE)
+/* Loops four samples at a time with AVX2, where the machine has it (asked at run time).
+ * Building with -DTELEMETRY_LAB_PORTABLE leaves them out: the build every other machine
+ * gets (the tests run their kernel checks against it too). */
 #define WIDE_STEPS 1
 typedef double v4d __attribute__((vector_size(32)));
 typedef int64_t v4l __attribute__((vector_size(32)));
@@ -865,37 +867,107 @@ done:
  * reading the two pieces in place spares concatenating them. A segment whose mean is not
  * finite (a NaN in it) gets a row of zeros and a NaN mean: the caller leaves it out.
  */
+/* One segment, the samples a[0:na] then b[0:nb]: row = (segment - its mean) * win. Returns
+ * the mean; a NaN mean (a missing sample, or an infinity) leaves row to the caller. */
+static double taper_segment(const double *a, Py_ssize_t na, const double *b, Py_ssize_t nb,
+                            const double *win, double *row)
+{
+    double t[4] = {0, 0, 0, 0};
+    Py_ssize_t j;
+    for (j = 0; j + 4 <= na; j += 4) {
+        t[0] += a[j]; t[1] += a[j + 1]; t[2] += a[j + 2]; t[3] += a[j + 3];
+    }
+    for (; j < na; j++) t[0] += a[j];
+    for (j = 0; j + 4 <= nb; j += 4) {
+        t[0] += b[j]; t[1] += b[j + 1]; t[2] += b[j + 2]; t[3] += b[j + 3];
+    }
+    for (; j < nb; j++) t[0] += b[j];
+    double mean = ((t[0] + t[1]) + (t[2] + t[3])) / (double)(na + nb);
+    if (isfinite(mean)) {
+        for (j = 0; j < na; j++) row[j] = (a[j] - mean) * win[j];
+        for (j = 0; j < nb; j++) row[na + j] = (b[j] - mean) * win[na + j];
+    }
+    return mean;
+}
+
+#ifdef WIDE_STEPS
+/* The sum of x[0:n] in four lanes, sixteen samples a step (four sums per lane in flight). */
+__attribute__((target("avx2"))) static inline v4d wide_sum(const double *x, Py_ssize_t n)
+{
+    const v4d zero = {0.0, 0.0, 0.0, 0.0};
+    v4d s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    Py_ssize_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        s0 += load4(x + j);
+        s1 += load4(x + j + 4);
+        s2 += load4(x + j + 8);
+        s3 += load4(x + j + 12);
+    }
+    for (; j + 4 <= n; j += 4)
+        s0 += load4(x + j);
+    for (; j < n; j++)
+        s0[0] += x[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
+__attribute__((target("avx2"))) static inline void wide_taper(const double *x, Py_ssize_t n,
+                                                              double mean, const double *win,
+                                                              double *row)
+{
+    const v4d level = (v4d){0.0, 0.0, 0.0, 0.0} + mean;
+    Py_ssize_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        v4d v = (load4(x + j) - level) * load4(win + j);
+        memcpy(row + j, &v, sizeof v);
+    }
+    for (; j < n; j++)
+        row[j] = (x[j] - mean) * win[j];
+}
+
+/* taper_segment four lanes at a time. Everything after the first 256-bit instruction
+ * stays in this function: legacy-SSE code run while the upper halves of the registers
+ * are in use (no vzeroupper between) costs more than the loops themselves. */
+__attribute__((target("avx2"))) static double wide_taper_segment(const double *a, Py_ssize_t na,
+                                                                const double *b, Py_ssize_t nb,
+                                                                const double *win, double *row)
+{
+    v4d t = wide_sum(a, na) + wide_sum(b, nb);
+    double mean = ((t[0] + t[1]) + (t[2] + t[3])) / (double)(na + nb);
+    if (isfinite(mean)) {
+        wide_taper(a, na, mean, win, row);
+        wide_taper(b, nb, mean, win + na, row + na);
+    }
+    return mean;
+}
+#endif
+
 static void taper_segments(const double *carry, Py_ssize_t nc, const double *x,
                            Py_ssize_t nperseg, Py_ssize_t step, Py_ssize_t n_seg,
                            const double *win, double *out, double *means)
 {
+    int wide = 0;
+#ifdef WIDE_STEPS
+    wide = __builtin_cpu_supports("avx2");
+#endif
     for (Py_ssize_t s = 0; s < n_seg; s++) {
         Py_ssize_t start = s * step;
         /* The segment is a = carry[start:nc] (maybe empty) then b = x[...]. */
         Py_ssize_t na = start < nc ? imin(nc - start, nperseg) : 0;
         const double *a = carry + (start < nc ? start : 0);
         const double *b = x + (start < nc ? 0 : start - nc);
-        Py_ssize_t nb = nperseg - na;
-        double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-        Py_ssize_t j = 0;
-        for (; j + 4 <= na; j += 4) {
-            t0 += a[j]; t1 += a[j + 1]; t2 += a[j + 2]; t3 += a[j + 3];
-        }
-        for (; j < na; j++) t0 += a[j];
-        for (j = 0; j + 4 <= nb; j += 4) {
-            t0 += b[j]; t1 += b[j + 1]; t2 += b[j + 2]; t3 += b[j + 3];
-        }
-        for (; j < nb; j++) t0 += b[j];
-        double mean = ((t0 + t1) + (t2 + t3)) / (double)nperseg;
         double *row = out + s * nperseg;
+        double mean;
+#ifdef WIDE_STEPS
+        if (wide)
+            mean = wide_taper_segment(a, na, b, nperseg - na, win, row);
+        else
+#endif
+            mean = taper_segment(a, na, b, nperseg - na, win, row);
         if (!isfinite(mean)) {
-            means[s] = NAN;
-            for (j = 0; j < nperseg; j++) row[j] = 0.0;
-            continue;
+            mean = NAN;
+            for (Py_ssize_t j = 0; j < nperseg; j++) row[j] = 0.0;
         }
         means[s] = mean;
-        for (j = 0; j < na; j++) row[j] = (a[j] - mean) * win[j];
-        for (j = 0; j < nb; j++) row[na + j] = (b[j] - mean) * win[na + j];
     }
 }
 
@@ -976,31 +1048,67 @@ __attribute__((target("avx2"))) static void wide_sum_range(const double *x, Py_s
                                                            double total[4], double lo[4],
                                                            double hi[4])
 {
-    v4d t = load4(total), l = load4(lo), h = load4(hi);
+    /* Four sums in flight: one would wait on its own last addition at every step. */
+    const v4d zero = {0.0, 0.0, 0.0, 0.0};
+    v4d t0 = load4(total), t1 = zero, t2 = zero, t3 = zero;
+    v4d l0 = load4(lo), l1 = l0, h0 = load4(hi), h1 = h0;
     Py_ssize_t i;
-    for (i = 0; i + 4 <= n; i += 4) {
-        v4d v = load4(x + i);
-        t += v;
-        l = __builtin_ia32_minpd256(v, l);
-        h = __builtin_ia32_maxpd256(v, h);
+    for (i = 0; i + 16 <= n; i += 16) {
+        v4d u = load4(x + i), v = load4(x + i + 4), w = load4(x + i + 8), y = load4(x + i + 12);
+        t0 += u;
+        t1 += v;
+        t2 += w;
+        t3 += y;
+        l0 = __builtin_ia32_minpd256(u, l0);
+        l1 = __builtin_ia32_minpd256(v, l1);
+        h0 = __builtin_ia32_maxpd256(u, h0);
+        h1 = __builtin_ia32_maxpd256(v, h1);
+        l0 = __builtin_ia32_minpd256(w, l0);
+        l1 = __builtin_ia32_minpd256(y, l1);
+        h0 = __builtin_ia32_maxpd256(w, h0);
+        h1 = __builtin_ia32_maxpd256(y, h1);
+    }
+    v4d t = (t0 + t1) + (t2 + t3);
+    v4d l = __builtin_ia32_minpd256(l1, l0), h = __builtin_ia32_maxpd256(h1, h0);
+    /* The tail here too (see wide_segment_sum). */
+    for (; i + 4 <= n; i += 4) {
+        v4d u = load4(x + i);
+        t += u;
+        l = __builtin_ia32_minpd256(u, l);
+        h = __builtin_ia32_maxpd256(u, h);
+    }
+    for (; i < n; i++) {
+        t[0] += x[i];
+        l[0] = x[i] < l[0] ? x[i] : l[0];
+        h[0] = x[i] > h[0] ? x[i] : h[0];
     }
     memcpy(total, &t, sizeof t);
     memcpy(lo, &l, sizeof l);
     memcpy(hi, &h, sizeof h);
-    sum_range(x + i, n - i, total, lo, hi);
 }
 
 __attribute__((target("avx2"))) static double wide_squares_about(const double *x, Py_ssize_t n,
                                                                 double mean)
 {
     const v4d zero = {0.0, 0.0, 0.0, 0.0}, level = zero + mean;
-    v4d m = zero;
+    v4d m0 = zero, m1 = zero, m2 = zero, m3 = zero;
     Py_ssize_t i;
-    for (i = 0; i + 4 <= n; i += 4) {
-        v4d d = load4(x + i) - level;
-        m += d * d;
+    for (i = 0; i + 16 <= n; i += 16) {
+        v4d a = load4(x + i) - level, b = load4(x + i + 4) - level;
+        v4d c = load4(x + i + 8) - level, d = load4(x + i + 12) - level;
+        m0 += a * a;
+        m1 += b * b;
+        m2 += c * c;
+        m3 += d * d;
     }
-    return ((m[0] + m[1]) + (m[2] + m[3])) + squares_about(x + i, n - i, mean);
+    v4d m = (m0 + m1) + (m2 + m3);
+    for (; i + 4 <= n; i += 4) {
+        v4d a = load4(x + i) - level;
+        m += a * a;
+    }
+    for (; i < n; i++)
+        m[0] += (x[i] - mean) * (x[i] - mean);
+    return (m[0] + m[1]) + (m[2] + m[3]);
 }
 #endif
 
@@ -1073,4 +1181,16 @@ static struct PyModuleDef module = {
     "Compiled inner loops of telemetry_lab (detection, statistics, Welch segments).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    const char *simd = "none";
+#ifdef WIDE_STEPS
+    if (__builtin_cpu_supports("avx2"))
+        simd = "avx2";
+#endif
+    /* Which loops this machine runs: for bug reports and benchmark figures. */
+    if (m && PyModule_AddStringConstant(m, "simd", simd) < 0)
+        Py_CLEAR(m);
+    return m;
+}
