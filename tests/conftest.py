@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
+
+if os.environ.get("TELEMETRY_LAB_KERNELS"):
+    # A build of the compiled kernels other than the installed one (test_kernels_portable
+    # runs the kernel tests against the build without SIMD loops), loaded before any
+    # module of the package imports its own.
+    _spec = importlib.util.spec_from_file_location("telemetry_lab._kernels",
+                                                   os.environ["TELEMETRY_LAB_KERNELS"])
+    sys.modules["telemetry_lab._kernels"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["telemetry_lab._kernels"])
 
 import numpy as np
 import pyarrow as pa
