@@ -112,8 +112,6 @@ def main(argv=None) -> int:
         print(f"    in the report hook           {sum(hook) / n:6.3f} s wall (render + 2 writes; "
               f"first file {hook[0]:.3f} s with the one-off setup, then "
               f"{sorted(hook[1:])[len(hook[1:]) // 2] if n > 1 else hook[0]:.3f} s median)")
-        print(f"    the rest                     {(both - alone - sum(hook)) / n:6.3f} s wall "
-              f"(trace collection in the analysis, and noise)")
         print(f"  ratio with/without reports     {both / alone:6.2f} | {both_cpu / alone_cpu:6.2f}")
         trace_wall, trace_cpu = trace_overhead(entries)
         print(f"  trace collection (median)      {trace_wall:6.3f} | {trace_cpu:6.3f} s")

@@ -1070,7 +1070,8 @@ __attribute__((target("avx2"))) static void wide_sum_range(const double *x, Py_s
     }
     v4d t = (t0 + t1) + (t2 + t3);
     v4d l = __builtin_ia32_minpd256(l1, l0), h = __builtin_ia32_maxpd256(h1, h0);
-    /* The tail here too (see wide_segment_sum). */
+    /* The tail in these registers too: sum_range's legacy-SSE code would follow 256-bit
+     * code without a vzeroupper (see wide_taper_segment). */
     for (; i + 4 <= n; i += 4) {
         v4d u = load4(x + i);
         t += u;

@@ -52,6 +52,7 @@ import numpy as np
 from .errors import EXIT_DATA, EXIT_OK, DataError
 from .generate import BEARING_KINDS
 
+
 #: The matching rules, as recorded in every score table.
 MATCHING_RULES = (
     "per channel; event and truth overlap when their closed [start_ns, end_ns] intervals "
@@ -622,7 +623,7 @@ def evaluate_run(manifest_uri: str, results_root: str, run_id: str = "latest", *
         result.setdefault("source", r_uri)
         pairs.append((result, truth))
     if not pairs:
-        raise DataError(f"nothing to score: {len(no_truth)} files without a truth sidecar, "
+        raise DataError(f"nothing to score: {_files(len(no_truth))} without a truth sidecar, "
                         f"{len(no_result)} without a result under run {run_id!r} of "
                         f"{results_root}", file=manifest_uri)
     table = score(pairs, tolerance_s=tolerance_s)
@@ -634,6 +635,10 @@ def evaluate_run(manifest_uri: str, results_root: str, run_id: str = "latest", *
 
 
 # -- output ---------------------------------------------------------------------------------
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
 
 def _fmt(v, spec: str = ".3f") -> str:
     if v is None:
@@ -687,12 +692,12 @@ def format_table(table: Mapping) -> str:
                      f"counted as false events (from sensor_stats event_count)")
     skipped = table.get("skipped") or {}
     if skipped.get("no_truth"):
-        lines.append(f"skipped {len(skipped['no_truth'])} files without a truth sidecar")
+        lines.append(f"skipped {_files(len(skipped['no_truth']))} without a truth sidecar")
     if skipped.get("no_result"):
-        lines.append(f"skipped {len(skipped['no_result'])} files without a result: "
+        lines.append(f"skipped {_files(len(skipped['no_result']))} without a result: "
                      f"{', '.join(skipped['no_result'][:5])}"
                      f"{' ...' if len(skipped['no_result']) > 5 else ''}")
-    lines.append(f"{table['files']} files scored; truth widened by {table['tolerance_s']:g} s "
+    lines.append(f"{_files(table['files'])} scored; truth widened by {table['tolerance_s']:g} s "
                  f"each side; amp = amplitude in noise sigmas; >=amp = recall over truths at or "
                  f"above it; chance = recall the false events would reach at random")
     return "\n".join(lines)

@@ -272,7 +272,8 @@ def test_files_without_sidecar_or_result_are_skipped_and_counted(tiny_set):
     assert t["skipped"] == {"no_truth": ["s0"], "no_result": ["s2"]}
     assert t["files"] == 1 and t["kinds"]["spike"]["truths"] == 1
     text = evaluate.format_table(t)
-    assert "skipped 1 files without a truth sidecar" in text and "without a result: s2" in text
+    assert "skipped 1 file without a truth sidecar" in text and "without a result: s2" in text
+    assert "1 file scored;" in text
     with pytest.raises(DataError, match="nothing to score"):
         evaluate.evaluate_run(tiny_set["manifest"], tiny_set["root"], "no-such-run")
 
