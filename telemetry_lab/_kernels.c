@@ -127,6 +127,7 @@ typedef struct {
     int64_t *idx_out;
     double *z_out, *mean_out, *var_out;   /* mean_out/var_out NULL unless wanted */
     Py_ssize_t count;
+    double s2_low, s2_high;       /* the variance sum's range over the unchecked steps */
 } Scan;
 
 /* Score sample i, whose variance window sum is s2 and whose window's sums are scaled by
@@ -229,7 +230,7 @@ static void plain_steps(Scan *s, Py_ssize_t k, Py_ssize_t end, double offset, do
     double *mean_out = s->mean_out, *var_out = s->var_out, *z_out = s->z_out;
     int64_t *idx_out = s->idx_out;
     Py_ssize_t count = s->count;
-    double s1 = *ps1, s2 = *ps2;
+    double s1 = *ps1, s2 = *ps2, s2_low = s->s2_low, s2_high = s->s2_high;
     for (; k < end; k++) {
         s1 += x[k + right] - x[k - 1 - left];
         double mu = s1 * inv_w + offset;
@@ -237,6 +238,8 @@ static void plain_steps(Scan *s, Py_ssize_t k, Py_ssize_t end, double offset, do
         mean_ring[k & mask] = mu;
         s2 += d2 - dev2_ring[(k - window) & mask];
         dev2_ring[k & mask] = d2;
+        s2_low = s2 < s2_low ? s2 : s2_low;
+        s2_high = s2 > s2_high ? s2 : s2_high;
         Py_ssize_t i = k - right;
         double var = s2 * inv_w;
         var = var < floor_ ? floor_ : var;
@@ -252,6 +255,8 @@ static void plain_steps(Scan *s, Py_ssize_t k, Py_ssize_t end, double offset, do
         }
     }
     s->count = count;
+    s->s2_low = s2_low;
+    s->s2_high = s2_high;
     *ps1 = s1;
     *ps2 = s2;
 }
@@ -317,6 +322,7 @@ __attribute__((target("avx2"))) static void wide_steps(Scan *s, Py_ssize_t k, Py
     const v4d inv_w = zero + s->inv_w, level = zero + offset;
     const v4d floor_ = zero + s->variance_floor, threshold_sq = zero + s->threshold_sq;
     v4d s1 = {h1[0], h1[1], h1[2], h1[3]}, s2 = {h2[0], h2[1], h2[2], h2[3]};
+    v4d s2_low = zero + s->s2_low, s2_high = zero + s->s2_high;
     /* Squared deviations of the last four positions, and their pairwise sums. */
     v4d prev_d2 = load4(dev2_ring + ((k - 4) & mask));
     v4d prev_pairs = prev_d2 + load4(dev2_ring + ((k - 5) & mask));
@@ -334,6 +340,8 @@ __attribute__((target("avx2"))) static void wide_steps(Scan *s, Py_ssize_t k, Py
         prev_d2 = d2;
         prev_pairs = pairs;
         s2 += dev4 - load4(dev4_ring + old);
+        s2_low = __builtin_ia32_minpd256(s2, s2_low);
+        s2_high = __builtin_ia32_maxpd256(s2, s2_high);
         store_slots(x4_ring, mask, slot, x4);
         store_slots(dev4_ring, mask, slot, dev4);
         store_slots(mean_ring, mask, slot, mu);
@@ -356,6 +364,8 @@ __attribute__((target("avx2"))) static void wide_steps(Scan *s, Py_ssize_t k, Py
         }
     }
     s->count = count;
+    s->s2_low = fmin(fmin(s2_low[0], s2_low[1]), fmin(s2_low[2], s2_low[3]));
+    s->s2_high = fmax(fmax(s2_high[0], s2_high[1]), fmax(s2_high[2], s2_high[3]));
     *ps1 = s1[3];
     *ps2 = s2[3];
     plain_steps(s, k, end, offset, ps1, ps2);
@@ -370,7 +380,7 @@ __attribute__((target("avx2"))) static void wide_steps(Scan *s, Py_ssize_t k, Py
  * cache. Windows cut by an end of x, and frames with missing samples, take the general
  * step; the rest take the short one.
  */
-static Py_ssize_t zscore_scan(Scan *s)
+static Py_ssize_t zscore_pass(Scan *s, int checked_throughout)
 {
     const double *x = s->x;
     const Py_ssize_t n = s->n, left = s->left, right = s->right, window = s->window;
@@ -396,12 +406,16 @@ static Py_ssize_t zscore_scan(Scan *s)
     if (missing || fast_lo >= fast_hi)
         fast_lo = fast_hi = k_end;
     /* The fast steps may skip the recount checks when no sample lies more than 2^8
-     * spreads from the offset: the rounding of such sums over any frame stays below 1e-6
-     * of the variance. Windows reaching past the start of x are the exception (zero
-     * padding puts the level itself into the deviations): the steps are checked until the
-     * last such deviation has left the variance's window, at step `settled`; by then the
-     * checks have counted again any sum that lost more than 20 bits to them. */
-    int checked = missing || !(spread > 0.0) || !(far <= 256.0 * spread);
+     * spreads from the offset (which bounds the rounding of the mean's sum) and the
+     * variance's sum never falls below 2^-20 of the largest value it held (so no check
+     * would have counted it again). The second is known only afterwards: the unchecked
+     * steps track that sum's range, and a frame where it was too wide (a stuck sensor
+     * after loud noise) is scanned again with every step checked. Windows reaching past
+     * the start of x are the exception (zero padding puts the level itself into the
+     * deviations): the steps are checked until the last such deviation has left the
+     * variance's window, at step `settled`; by then the checks have counted again any sum
+     * that lost more than 20 bits to them. */
+    int checked = checked_throughout || missing || !(spread > 0.0) || !(far <= 256.0 * spread);
     Py_ssize_t settled = k0 - left < 0 ? left + window : 0;
 
     for (Py_ssize_t k = k0; k < k_end;) {
@@ -426,12 +440,16 @@ static Py_ssize_t zscore_scan(Scan *s)
                 score(s, k - right, s2, 1.0);
             }
             if (k < fast_hi) {
+                s->s2_low = s2;
+                s->s2_high = fmax(s2, r2.peak);
 #ifdef WIDE_STEPS
                 if (window >= WIDE_MIN_WINDOW && __builtin_cpu_supports("avx2"))
                     wide_steps(s, k, fast_hi, offset, &s1, &s2);
                 else
 #endif
                     plain_steps(s, k, fast_hi, offset, &s1, &s2);
+                if (!(s->s2_low >= s->s2_high * RECOUNT_BELOW))
+                    return -1;
                 k = fast_hi;
             }
             continue;
@@ -476,6 +494,14 @@ static Py_ssize_t zscore_scan(Scan *s)
         k++;
     }
     return s->count;
+}
+
+static Py_ssize_t zscore_scan(Scan *s)
+{
+    if (zscore_pass(s, 0) >= 0)
+        return s->count;
+    s->count = 0;
+    return zscore_pass(s, 1);
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, char kind,

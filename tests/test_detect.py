@@ -118,6 +118,22 @@ def test_a_large_constant_level_does_not_skew_the_variance(level):
     assert 15_000 in idx
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("window", [1000, 16])  # four samples a step, and one
+def test_a_stuck_sensor_after_loud_noise_is_scored_on_its_own_variance(seed, window):
+    """Noise of 1e4 then a flat line: the variance's running sum keeps the rounding error of
+    the noise (about 1e-5) unless counted again, and the flat line's tiny step (1e-3) is
+    then scored against that error instead of its own variance."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1e4, 20_000)
+    x[12_000:] = 5.0
+    x[16_000:] = 5.001
+    _, var, z = reference_with_missing(x, window)
+    idx, _, _, kernel_var = seed_scan(x, window, 4.0, keep_series=True)
+    assert idx.tolist() == np.flatnonzero(z > 4.0).tolist()
+    np.testing.assert_allclose(kernel_var[13_000:], var[13_000:], rtol=1e-6, atol=1e-12)
+
+
 def test_seed_scan_rejects_rows_outside_the_signal():
     with pytest.raises(ValueError, match="rows"):
         seed_scan(np.zeros(10), 3, 4.0, lo=5, hi=11)
