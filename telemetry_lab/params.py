@@ -48,7 +48,8 @@ class AnalysisParams:
     short_window : int
         ``robust``: length of the short mean compared with the reference, samples.
     min_reference : int
-        ``robust``: fewest reference samples needed before a sample is scored.
+        ``robust``: fewest reference samples needed before a sample is scored; at most
+        ``window``.
     energy_roles : tuple of str
         ``robust``: channel roles scored on vibration energy (see the detector).
     variance_floor : float
@@ -129,14 +130,14 @@ class AnalysisParams:
         _check_choice("detector", self.detector, DETECTORS)
         _check_choice("report_backend", self.report_backend, REPORT_BACKENDS)
         _check_choice("welch_window", self.welch_window, WELCH_WINDOWS)
-        _check_int("window", self.window, minimum=2)
+        _check_int("window", self.window, minimum=2, maximum=MAX_WINDOW)
         _check_int("min_event_samples", self.min_event_samples, minimum=1)
-        _check_int("guard_samples", self.guard_samples, minimum=0)
-        _check_int("short_window", self.short_window, minimum=1)
-        _check_int("min_reference", self.min_reference, minimum=2)
+        _check_int("guard_samples", self.guard_samples, minimum=0, maximum=MAX_WINDOW)
+        _check_int("short_window", self.short_window, minimum=1, maximum=MAX_WINDOW)
+        _check_int("min_reference", self.min_reference, minimum=2, maximum=MAX_WINDOW)
         _check_int("merge_gap_samples", self.merge_gap_samples, minimum=0)
-        _check_int("welch_nperseg", self.welch_nperseg, minimum=16)
-        _check_int("chunk_rows", self.chunk_rows, minimum=1024)
+        _check_int("welch_nperseg", self.welch_nperseg, minimum=16, maximum=MAX_WINDOW)
+        _check_int("chunk_rows", self.chunk_rows, minimum=1024, maximum=MAX_CHUNK_ROWS)
         _check_int("max_events_per_channel", self.max_events_per_channel, minimum=1)
         _check_number("z_threshold", self.z_threshold, lower=0.0, lower_open=True)
         _check_number("variance_floor", self.variance_floor, lower=0.0, lower_open=True)
@@ -155,6 +156,10 @@ class AnalysisParams:
         if not isinstance(self.bearing_diagnostics, bool):
             raise ParamsError(f"bearing_diagnostics={self.bearing_diagnostics!r} must be true or false")
         self.envelope_settings  # validates the envelope fields
+        if self.detector == "robust" and self.min_reference > self.window:
+            raise ParamsError(f"min_reference={self.min_reference!r} must not exceed "
+                              f"window={self.window!r}: the reference window holds at most "
+                              "window samples, so no sample would ever be scored")
         if self.chunk_rows < 2 * self.window:
             raise ParamsError(f"chunk_rows={self.chunk_rows!r} must be at least twice "
                               f"window={self.window!r}")
@@ -273,13 +278,23 @@ def _check_choice(name, value, choices):
 MAX_COUNT = 2**53
 
 
-def _check_int(name, value, *, minimum):
+#: The longest window or segment, samples (70 minutes at 1 kHz): scratch buffers scale
+#: with it (five rings of this many samples for the rolling window, several segments for
+#: Welch), and beyond it they would outgrow the analysis's memory bound.
+MAX_WINDOW = 2**22
+
+#: The most rows per streaming step: each analysis thread holds about this many rows of
+#: its channels.
+MAX_CHUNK_ROWS = 2**24
+
+
+def _check_int(name, value, *, minimum, maximum=MAX_COUNT):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParamsError(f"{name}={value!r} must be an integer")
     if value < minimum:
         raise ParamsError(f"{name}={value!r} must be at least {minimum}")
-    if value > MAX_COUNT:
-        raise ParamsError(f"{name}={value!r} must be at most 2**53 ({MAX_COUNT})")
+    if value > maximum:
+        raise ParamsError(f"{name}={value!r} must be at most {maximum:,}")
 
 
 #: Segments sharing more than this fraction of their length cost FFTs without adding

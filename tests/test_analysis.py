@@ -120,7 +120,7 @@ def test_chunked_equals_whole_file_with_events_at_borders_and_ends(tmp_path, n, 
 
 def test_sample_rate_from_timestamps_without_layout_metadata(tmp_path):
     path = write_telemetry(tmp_path / "f.parquet", fleet_channels(5000), fs=250.0)
-    doc = analyse_file(path, AnalysisParams().replace(window=100, welch_nperseg=256))
+    doc = analyse_file(path, AnalysisParams().replace(window=100, min_reference=50, welch_nperseg=256))
     assert doc["sample_rate_hz"] == pytest.approx(250.0)
 
 

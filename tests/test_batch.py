@@ -20,7 +20,7 @@ from telemetry_lab.errors import EXIT_UNEXPECTED, ParamsError
 from aws_server import aws_env, boto, moto_server, unique  # noqa: F401
 from conftest import fleet_channels, read_json, write_telemetry
 
-PARAMS = AnalysisParams().replace(window=100, welch_nperseg=256)
+PARAMS = AnalysisParams().replace(window=100, min_reference=50, welch_nperseg=256)
 
 
 def run(*argv) -> int:

@@ -20,7 +20,7 @@ from telemetry_lab.errors import ParamsError
 from aws_server import FakeConverse, converse_answer
 from conftest import fleet_channels, write_telemetry
 
-PARAMS = AnalysisParams().replace(window=100, welch_nperseg=256)
+PARAMS = AnalysisParams().replace(window=100, min_reference=50, welch_nperseg=256)
 PROFILE = "us.amazon.nova-pro-v1:0"
 
 MODEL_REPORT = {

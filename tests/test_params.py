@@ -32,6 +32,11 @@ def test_default_constructor_is_the_default_preset():
     ("min_event_samples", True, "min_event_samples=True"),
     ("merge_gap_samples", 2**63 - 1, "merge_gap_samples=9223372036854775807"),
     ("window", 10**30, "window=1000000000000000000000000000000"),
+    ("welch_nperseg", 2**40, "welch_nperseg=1099511627776 must be at most 4,194,304"),
+    ("chunk_rows", 2**25, "chunk_rows=33554432 must be at most 16,777,216"),
+    # The robust detector's reference holds `window` samples: it could never be scored.
+    ("window", 199, "min_reference=200 must not exceed window=199"),
+    ("min_reference", 5001, "min_reference=5001 must not exceed window=5000"),
 ])
 def test_bad_values_are_rejected_with_the_value_quoted(field, value, quoted):
     with pytest.raises(ParamsError) as info:

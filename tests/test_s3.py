@@ -22,7 +22,7 @@ from telemetry_lab.io import TelemetryFile
 from aws_server import CountingProxy, aws_env, boto, moto_server, unique  # noqa: F401
 from conftest import fleet_channels, write_telemetry
 
-PARAMS = AnalysisParams().replace(window=100, welch_nperseg=256)
+PARAMS = AnalysisParams().replace(window=100, min_reference=50, welch_nperseg=256)
 
 
 def cli(*args, env=None, timeout=120):
