@@ -494,34 +494,42 @@ class _Moments:
         nb = len(x)
         if not nb:
             return
-        mb = float(x.mean())
-        d = x - mb
-        d2 = d * d
-        m2b, m3b, m4b = float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum())
-        self.peak = max(self.peak, float(np.abs(x).max()))
-        na, n = self.n, self.n + nb
-        delta = mb - self.mean
-        m2a, m3a = self.m2, self.m3
-        self.m4 += (m4b + delta ** 4 * na * nb * (na * na - na * nb + nb * nb) / n ** 3
-                    + 6 * delta ** 2 * (na * na * m2b + nb * nb * m2a) / n ** 2
-                    + 4 * delta * (na * m3b - nb * m3a) / n)
-        self.m3 += m3b + delta ** 3 * na * nb * (na - nb) / n ** 2 + 3 * delta * (na * m2b - nb * m2a) / n
-        self.m2 += m2b + delta ** 2 * na * nb / n
-        self.mean += delta * nb / n
+        # Fourth powers of samples beyond about 1e77 overflow float64: the sums become
+        # infinite (and the indicators None) instead of raising, as Python floats' ** does.
+        with np.errstate(over="ignore", invalid="ignore"):
+            mb = np.float64(x.mean())
+            d = x - mb
+            d2 = d * d
+            m2b, m3b, m4b = d2.sum(), (d2 * d).sum(), (d2 * d2).sum()
+            self.peak = max(self.peak, float(np.abs(x).max()))
+            na, n = self.n, self.n + nb
+            delta = mb - np.float64(self.mean)
+            m2a, m3a = self.m2, self.m3
+            self.m4 = float(self.m4 + m4b
+                            + delta ** 4 * na * nb * (na * na - na * nb + nb * nb) / n ** 3
+                            + 6 * delta ** 2 * (na * na * m2b + nb * nb * m2a) / n ** 2
+                            + 4 * delta * (na * m3b - nb * m3a) / n)
+            self.m3 = float(self.m3 + m3b + delta ** 3 * na * nb * (na - nb) / n ** 2
+                            + 3 * delta * (na * m2b - nb * m2a) / n)
+            self.m2 = float(self.m2 + m2b + delta ** 2 * na * nb / n)
+            self.mean = float(self.mean + delta * nb / n)
         self.n = n
 
     def to_dict(self) -> dict:
+        """The indicators; None where there are no samples, or where the moment sums
+        overflowed (samples too large for float64 powers)."""
         if not self.n:
             return {"count": 0, "missing": self.missing, "rms": None, "peak": None,
                     "crest_factor": None, "kurtosis": None}
-        rms = math.sqrt(self.mean ** 2 + self.m2 / self.n)
+        rms = _finite(math.hypot(self.mean, math.sqrt(self.m2 / self.n)))
+        kurtosis = self.n * self.m4 / (self.m2 * self.m2) if self.m2 > 0 else None
         return {
             "count": self.n,
             "missing": self.missing,
             "rms": rms,
             "peak": self.peak,
-            "crest_factor": self.peak / rms if rms > 0 else None,
-            "kurtosis": self.n * self.m4 / self.m2 ** 2 if self.m2 > 0 else None,
+            "crest_factor": _finite(self.peak / rms) if rms else None,
+            "kurtosis": None if kurtosis is None else _finite(kurtosis),
         }
 
 
@@ -642,38 +650,44 @@ class BearingAccumulator:
     def _segments(self, segs: np.ndarray) -> None:
         """Accumulate the segments ``segs``, shape (n, nperseg), none holding NaN.
 
-        Each step acts on all n segments at once; the loop runs over bands only.
+        Each step acts on all n segments at once; the loop runs over bands only. A segment
+        whose envelope powers overflow float64 (samples beyond about 1e75) is skipped and
+        counted, as one with a missing sample is.
         """
         plan = self.plan
         L, n = plan.nperseg, len(segs)
-        tapered = segs - segs.mean(axis=1, keepdims=True)
-        tapered *= self._window
-        spec = sfft.rfft(tapered, axis=1, overwrite_x=True)
         ses = np.empty((n,) + self._ses.shape)
         sums = np.empty((n,) + self._sums24.shape)
-        for j, b in enumerate(plan.bands):
-            c = sfft.ifft(spec[:, b.k1:b.k2], n=b.nfft, axis=1)
-            # |c|^2 scaled back to the signal's unit**2: one-sided spectrum, ifft's 1/n.
-            # Squaring the float view in place, then adding the (re, im) pairs, rounds as
-            # c.real**2 + c.imag**2 does, without its strided temporaries (several x faster).
-            parts = c.view(np.float64)
-            np.square(parts, out=parts)
-            e = parts[:, 0::2] + parts[:, 1::2]
-            e *= (2.0 * b.nfft / L) ** 2
-            m0, inv_w2 = _inv_window_sq(b.nfft)
-            ec = e[:, m0:m0 + len(inv_w2)] * inv_w2
-            sums[:, 0, j] = ec.sum(axis=1)
-            ec *= ec
-            sums[:, 1, j] = ec.sum(axis=1)
-            es = sfft.rfft(e, axis=1, overwrite_x=True)[:, : plan.nbins]
-            np.square(es.real, out=ses[:, j])
-            ses[:, j] += es.imag ** 2
+        with np.errstate(over="ignore", invalid="ignore"):
+            tapered = segs - segs.mean(axis=1, keepdims=True)
+            tapered *= self._window
+            spec = sfft.rfft(tapered, axis=1, overwrite_x=True)
+            for j, b in enumerate(plan.bands):
+                c = sfft.ifft(spec[:, b.k1:b.k2], n=b.nfft, axis=1)
+                # |c|^2 scaled back to the signal's unit**2: one-sided spectrum, ifft's 1/n.
+                # Squaring the float view in place, then adding the (re, im) pairs, rounds
+                # as c.real**2 + c.imag**2 does, without its strided temporaries (several
+                # x faster).
+                parts = c.view(np.float64)
+                np.square(parts, out=parts)
+                e = parts[:, 0::2] + parts[:, 1::2]
+                e *= (2.0 * b.nfft / L) ** 2
+                m0, inv_w2 = _inv_window_sq(b.nfft)
+                ec = e[:, m0:m0 + len(inv_w2)] * inv_w2
+                sums[:, 0, j] = ec.sum(axis=1)
+                ec *= ec
+                sums[:, 1, j] = ec.sum(axis=1)
+                es = sfft.rfft(e, axis=1, overwrite_x=True)[:, : plan.nbins]
+                np.square(es.real, out=ses[:, j])
+                ses[:, j] += es.imag ** 2
+        usable = np.isfinite(sums).all(axis=(1, 2)) & np.isfinite(ses).all(axis=(1, 2))
         # One segment at a time, in signal order, so that the sums do not depend on how
         # the signal was cut into chunks and batches.
-        for k in range(n):
+        for k in np.flatnonzero(usable):
             self._ses += ses[k]
             self._sums24 += sums[k]
-        self.segments += n
+        self.segments += int(usable.sum())
+        self.skipped_segments += n - int(usable.sum())
 
     def envelope(self) -> EnvelopeSpectrum | None:
         """The envelope spectrum of the chosen band; None before the first full segment."""

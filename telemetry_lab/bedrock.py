@@ -231,7 +231,7 @@ def prompt_summary(doc: dict, *, top_events: int = TOP_EVENTS) -> dict:
         for key in ("count", "missing", "mean", "std", "min", "max", "event_count"):
             entry[key] = _num(st.get(key))
         if st.get("mean") is not None and st.get("std") is not None:
-            entry["rms"] = _num((st["std"] ** 2 + st["mean"] ** 2) ** 0.5)
+            entry["rms"] = _num(math.hypot(st["std"], st["mean"]))
         channels[_text(name)] = entry
     strongest = sorted(doc.get("events", []), key=lambda e: -e["peak_z"])[:top_events]
     events = [{"channel": _text(e["channel"]),

@@ -208,6 +208,13 @@ class TelemetryFile:
                 at = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
                 found.append(DataError(f"column {self.layout.timestamp_column!r} has a missing "
                                        f"value at row {start + at}", row=start + at))
+            beyond = _first_beyond_ns(col)
+            if beyond is not None:
+                at, value = beyond
+                found.append(DataError(f"column {self.layout.timestamp_column!r} holds {value} "
+                                       f"{col.type.unit} at row {start + at}, beyond the years "
+                                       "1677-2262 that int64 nanoseconds can hold",
+                                       row=start + at))
         if flags_column and batch.schema.field(flags_column).type.bit_width == 64:
             col = batch.column(flags_column)
             at = _first_non_bitfield(col.fill_null(0).to_numpy(zero_copy_only=False))
@@ -241,10 +248,15 @@ class TelemetryFile:
             groups.append(i)
             have += md.row_group(i).num_rows
         try:
-            ts = self._pf.read_row_groups(groups, columns=[col]).column(0).drop_null()
+            ts = self._pf.read_row_groups(groups, columns=[col]).column(0).combine_chunks()
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot read column {col!r} ({_first_line(exc)})", file=self.uri) from None
-        return _timestamps_ns(ts.combine_chunks())[:rows]
+        beyond = _first_beyond_ns(ts)
+        if beyond is not None:
+            raise DataError(f"column {col!r} holds {beyond[1]} {ts.type.unit} at row {beyond[0]}, "
+                            "beyond the years 1677-2262 that int64 nanoseconds can hold",
+                            file=self.uri, row=beyond[0])
+        return _timestamps_ns(ts.drop_null())[:rows]
 
     def _finite_by_statistics(self, channels: Sequence[str]) -> dict[str, list[bool]]:
         """Per channel and row group, whether the footer's statistics prove that the column
@@ -317,6 +329,21 @@ class TelemetryFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+#: Nanoseconds in each unit of the timestamp type.
+_NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _first_beyond_ns(col: pa.Array) -> tuple[int, int] | None:
+    """Row and value of the first timestamp of a coarser unit than ns that int64
+    nanoseconds cannot hold, None if there is none (or the column is int64 or ns)."""
+    if not pa.types.is_timestamp(col.type) or col.type.unit == "ns":
+        return None
+    limit = np.iinfo(np.int64).max // _NS_PER_UNIT[col.type.unit]
+    raw = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((raw > limit) | (raw < -limit))
+    return (int(bad[0]), int(raw[bad[0]])) if len(bad) else None
 
 
 def _timestamps_ns(col: pa.Array) -> np.ndarray:

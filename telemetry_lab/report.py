@@ -9,6 +9,7 @@ before it is attached; the attached report also records who made it under
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from importlib import resources
 from typing import Callable
@@ -133,7 +134,8 @@ def rules_report(doc: dict) -> dict:
         lim = LIMITS.get(st["role"])
         if not lim or st.get("unit") != lim["unit"] or st["count"] == 0:
             continue
-        value = (st["std"] ** 2 + st["mean"] ** 2) ** 0.5 if lim["stat"] == "rms" else st[lim["stat"]]
+        # hypot: the squares of a level near 1e200 overflow a Python float (OverflowError).
+        value = math.hypot(st["std"], st["mean"]) if lim["stat"] == "rms" else st[lim["stat"]]
         level = _level(value, lim)
         if level != "low":
             risk = RISK_FOR_ROLE[st["role"]]

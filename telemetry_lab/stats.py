@@ -26,6 +26,11 @@ class RunningStats:
     m2: float = 0.0
 
     def update(self, x: np.ndarray) -> None:
+        """Add the samples of ``x`` (1-D, real; NaN marks a missing sample)."""
+        x = np.asarray(x)
+        if x.ndim != 1 or x.dtype.kind == "c":
+            raise ValueError(f"RunningStats takes one real channel (1-D), not {x.dtype} of "
+                             f"shape {x.shape}")
         n, missing, lo, hi, mean, m2 = _kernels.moments(np.ascontiguousarray(x, dtype=np.float64))
         self.missing += missing
         if n == 0:

@@ -119,12 +119,37 @@ def test_file_too_short_for_the_robust_reference(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["seed", "default"])
+def test_a_huge_glitch_on_a_vibration_channel_is_an_event_not_a_crash(tmp_path, preset):
+    """Its fourth power overflows float64 (the bearing indicators); its square does not."""
+    chans = fleet_channels(5000)
+    chans["sensor_00"][2500] = 1e100
+    path = write_telemetry(tmp_path / "glitch.parquet", chans)
+    doc = analyse_file(path, AnalysisParams.preset(preset).replace(window=100, min_reference=50, welch_nperseg=256))
+    at = doc["window"]["start_ns"] + 2500 * 1_000_000
+    assert any(e["start_ns"] <= at <= e["end_ns"] for e in doc["events"] if e["channel"] == "sensor_00")
+    assert doc["sensor_stats"]["sensor_00"]["max"] == 1e100
+    json.dumps(doc, allow_nan=False)
+
+
+def test_a_huge_constant_level_gets_a_report(tmp_path):
+    """The report's vibration RMS of a level whose square overflows float64 (was an
+    OverflowError from Python's float power)."""
+    chans = fleet_channels(8192)
+    chans["sensor_00"][:] = 2.0**600  # exactly summed, so its statistics are finite
+    path = write_telemetry(tmp_path / "level.parquet", chans)
+    doc = analyse_file(path, PARAMS)
+    assert doc["sensor_stats"]["sensor_00"]["std"] == 0.0
+    assert doc["report"]["equipment_health"] == "critical"
+    json.dumps(doc, allow_nan=False)
+
+
+@pytest.mark.parametrize("preset", ["seed", "default"])
 def test_nan_samples_are_left_out_not_propagated(tmp_path, preset):
     chans = fleet_channels(5000)
     chans["sensor_09"][100:300] = np.nan
     chans["sensor_00"][[700, 3100]] = np.nan
     path = write_telemetry(tmp_path / "nan.parquet", chans)
-    doc = analyse_file(path, AnalysisParams.preset(preset).replace(window=100, welch_nperseg=256))
+    doc = analyse_file(path, AnalysisParams.preset(preset).replace(window=100, min_reference=50, welch_nperseg=256))
     st = doc["sensor_stats"]["sensor_09"]
     assert st["missing"] == 200 and st["count"] == 4800
     assert np.isfinite([st["mean"], st["std"], st["min"], st["max"]]).all()
@@ -362,3 +387,23 @@ def test_infinities_that_footer_statistics_deny_are_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="infinite values in a row group whose footer") as info:
         analyse_file(path, AnalysisParams.preset("seed"))
     assert path in str(info.value) and "sensor_12" in str(info.value)
+
+
+@pytest.mark.parametrize("rate_in_layout", [False, True])
+def test_millisecond_timestamps_beyond_2262_are_a_clear_error(tmp_path, rate_in_layout):
+    """Read as nanoseconds they would overflow int64; the error names the row."""
+    from telemetry_lab.layout import default_layout
+
+    layout = default_layout().with_sample_rate(1000.0) if rate_in_layout else None
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000),
+                                          layout=layout))
+    ms = np.arange(20_000, dtype=np.int64) + 1_700_000_000_000
+    ms[7_000:] += 10**13  # the year 2340
+    path = tmp_path / "ms.parquet"
+    pq.write_table(table.set_column(0, "timestamp_ns", pa.array(ms, pa.timestamp("ms"))), path,
+                   row_group_size=4096)
+    for threads in (1, 2):
+        with pytest.raises(DataError, match="holds 11700000007000 ms at row 7000, beyond the "
+                                            "years 1677-2262") as info:
+            analyse(str(path), PARAMS, threads=threads)
+        assert str(path) in str(info.value)

@@ -149,6 +149,16 @@ def test_missing_samples_are_skipped_and_counted():
     assert math.isfinite(doc["kurtosis"])
 
 
+@pytest.mark.parametrize("glitch", [1e80, 1e150])
+def test_samples_too_large_for_fourth_powers_leave_indicators_none_not_an_error(glitch):
+    x = machine_signal(60_000, FS, SHAFT)
+    x[30_000] = glitch
+    doc = run(x, chunks=[20_000] * 3).document
+    assert doc["kurtosis"] is None and doc["peak"] == glitch
+    assert doc["rms"] == pytest.approx(glitch / math.sqrt(60_000), rel=1e-6)
+    json.dumps(doc, allow_nan=False)
+
+
 def envelope_reference(x, acc):
     """The envelope spectrum and kurtogram by the method in the module docstring, one
     segment and one band at a time with numpy.fft: an oracle for the batched code."""

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from telemetry_lab.stats import RunningStats
 
@@ -52,3 +53,9 @@ def test_every_short_length_and_position_of_the_extremes_and_gaps():
                 assert (rs.minimum, rs.maximum) == (np.nanmin(y), np.nanmax(y))
                 np.testing.assert_allclose([rs.mean, rs.std], [np.nanmean(y), np.nanstd(y)],
                                            rtol=1e-12, atol=1e-12)
+
+
+def test_more_than_one_channel_or_complex_samples_are_refused():
+    for bad in (np.zeros((3, 4)), np.zeros(4, dtype=complex)):
+        with pytest.raises(ValueError, match="one real channel"):
+            RunningStats().update(bad)
