@@ -1,4 +1,4 @@
-"""The ``telemetry-lab`` command line. Exit codes come from :mod:`telemetry_lab.errors`."""
+"""The ``telemetry-lab`` command line; exit codes are defined in :mod:`telemetry_lab.errors`."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from .errors import EXIT_USAGE, TelemetryLabError
 
 
 def _params(uri: str | None, preset: str | None = None):
+    """The params a command runs with, and the file they came from: the params file, else
+    the named preset, else the file in $TELEMETRY_LAB_PARAMS, else the default preset."""
     from .params import AnalysisParams
 
+    if not uri and preset:
+        return AnalysisParams.preset(preset), None
     uri = uri or os.environ.get("TELEMETRY_LAB_PARAMS") or None
     if uri:
         return AnalysisParams.load(uri), uri
-    return AnalysisParams.preset(preset or "default"), None
+    return AnalysisParams.preset("default"), None
 
 
 def cmd_generate(a) -> int:
@@ -125,7 +129,13 @@ def cmd_run(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="telemetry-lab", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="telemetry-lab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Analyse telemetry parquet files: statistics, anomaly events, spectra, "
+                    "fault flags and incident reports.",
+        epilog="exit codes: 0 OK; 1 unexpected error; 2 command-line usage; 3 bad input data; "
+               "4 bad manifest;\n5 bad params (a value out of range, in a flag or a params "
+               "file); 6 storage; 7 report backend;\n143 / 130 stopped by SIGTERM / SIGINT")
     p.add_argument("--version", action="version", version=f"telemetry-lab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -150,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyse", help="analyse one file and print its result document")
     an.add_argument("file")
-    an.add_argument("--params", help="params file (JSON)")
-    an.add_argument("--preset", help="named preset when no params file is given")
+    from .params import PRESETS
+
+    which = an.add_mutually_exclusive_group()
+    which.add_argument("--params", help="params file (JSON)")
+    which.add_argument("--preset", choices=sorted(PRESETS),
+                       help="named preset (default: $TELEMETRY_LAB_PARAMS, else 'default')")
     an.add_argument("--out", help="write the document here instead of stdout")
     an.set_defaults(func=cmd_analyse)
 
