@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fs", type=float, default=1000.0,
                    help="sample rate, Hz (default 1000; from 10000 the fleet may also get "
                         "bearing defects)")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("manifest", help="build a manifest from the .parquet files under a prefix")
