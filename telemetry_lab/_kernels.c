@@ -448,7 +448,8 @@ static Py_ssize_t zscore_pass(Scan *s, int checked_throughout)
                 else
 #endif
                     plain_steps(s, k, fast_hi, offset, &s1, &s2);
-                if (!(s->s2_low >= s->s2_high * RECOUNT_BELOW))
+                /* A sum that overflowed stays infinite or NaN, which the range ignores. */
+                if (!isfinite(s2) || !(s->s2_low >= s->s2_high * RECOUNT_BELOW))
                     return -1;
                 k = fast_hi;
             }

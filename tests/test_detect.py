@@ -134,6 +134,15 @@ def test_a_stuck_sensor_after_loud_noise_is_scored_on_its_own_variance(seed, win
     np.testing.assert_allclose(kernel_var[13_000:], var[13_000:], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("window", [32, 1000, 16])
+@pytest.mark.parametrize("lo", [0, 100])
+def test_squares_beyond_float64_flag_nothing(window, lo):
+    """Deviations of 1e157 square past float64: the variance is undefined, not the floor."""
+    x = 1e160 * (1 + 1e-3 * np.random.default_rng(0).normal(size=4000))
+    idx, z, _, _ = seed_scan(x, window, 4.0, lo=lo)
+    assert len(idx) == 0
+
+
 def test_seed_scan_rejects_rows_outside_the_signal():
     with pytest.raises(ValueError, match="rows"):
         seed_scan(np.zeros(10), 3, 4.0, lo=5, hi=11)
