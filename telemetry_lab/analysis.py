@@ -554,6 +554,8 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
 
         events = sorted((e for b in builders.values() for e in b.finish()),
                         key=lambda e: (e.start_ns, e.channel))
+        # A score is infinite only where the detector's squares of huge samples overflow.
+        unscorable = {e.channel for e in events if not math.isfinite(e.peak_z)}
         sensor_stats = {}
         for n in names:
             ch = layout.channel(n)
@@ -572,6 +574,10 @@ def analyse(uri: str, params: AnalysisParams | None = None, *, run_id: str | Non
                 raise DataError(f"channel values are too large to summarise in float64 (from "
                                 f"{stats[n].minimum:.3g} to {stats[n].maximum:.3g})",
                                 file=uri, channel=n)
+            if n in unscorable:
+                raise DataError(f"channel values are too large to score in float64 (the "
+                                f"detector squares them; from {stats[n].minimum:.3g} to "
+                                f"{stats[n].maximum:.3g})", file=uri, channel=n)
 
         t = time.perf_counter()
         spectral, psd = {}, {}

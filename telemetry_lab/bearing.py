@@ -79,6 +79,7 @@ amplitudes in unit**2 (squared envelope), scores in dB (20 log10 of an amplitude
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
@@ -496,13 +497,17 @@ class _Moments:
             return
         # Fourth powers of samples beyond about 1e77 overflow float64: the sums become
         # infinite (and the indicators None) instead of raising, as Python floats' ** does.
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             mb = np.float64(x.mean())
             d = x - mb
             d2 = d * d
             m2b, m3b, m4b = d2.sum(), (d2 * d).sum(), (d2 * d2).sum()
             self.peak = max(self.peak, float(np.abs(x).max()))
             na, n = self.n, self.n + nb
+            if na == 0:  # nothing to merge with (and inf * 0 would make NaN)
+                self.n, self.mean = n, float(mb)
+                self.m2, self.m3, self.m4 = float(m2b), float(m3b), float(m4b)
+                return
             delta = mb - np.float64(self.mean)
             m2a, m3a = self.m2, self.m3
             self.m4 = float(self.m4 + m4b
@@ -516,13 +521,17 @@ class _Moments:
         self.n = n
 
     def to_dict(self) -> dict:
-        """The indicators; None where there are no samples, or where the moment sums
-        overflowed (samples too large for float64 powers)."""
+        """The indicators; None where there are no samples, or where the moment sums over-
+        or underflowed float64 (samples beyond about 1e77, amplitudes below 1e-77)."""
         if not self.n:
             return {"count": 0, "missing": self.missing, "rms": None, "peak": None,
                     "crest_factor": None, "kurtosis": None}
         rms = _finite(math.hypot(self.mean, math.sqrt(self.m2 / self.n)))
-        kurtosis = self.n * self.m4 / (self.m2 * self.m2) if self.m2 > 0 else None
+        # m4 / m2 / m2: the square of m2 under- or overflows before the ratio does. A fourth
+        # moment that underflowed (amplitudes below about 1e-77) has no kurtosis to give.
+        tiny = sys.float_info.min
+        kurtosis = (self.n * (self.m4 / self.m2 / self.m2)
+                    if self.m2 >= tiny and self.m4 >= tiny else None)
         return {
             "count": self.n,
             "missing": self.missing,
@@ -697,7 +706,8 @@ class BearingAccumulator:
         s2, s4 = self._sums24
         central = np.array([len(_inv_window_sq(b.nfft)[1]) for b in plan.bands])
         with np.errstate(divide="ignore", invalid="ignore"):
-            kurt = np.where(s2 > 0, s4 / (s2 * s2) * central * self.segments - 2, -np.inf)
+            # s4 / s2 / s2: s2 * s2 would overflow (or underflow) before the ratio does.
+            kurt = np.where(s2 > 0, s4 / s2 / s2 * central * self.segments - 2, -np.inf)
         j = int(np.argmax(kurt))
         b = plan.bands[j]
         # Sum of the Hann^2 taper (sin^4) over the band's grid is 3 nfft / 8.

@@ -203,18 +203,9 @@ class TelemetryFile:
         or a flag that is not a 32-bit bitfield (the timestamp first at the same row)."""
         found = []
         if timestamps:
-            col = batch.column(self.layout.timestamp_column)
-            if col.null_count:
-                at = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
-                found.append(DataError(f"column {self.layout.timestamp_column!r} has a missing "
-                                       f"value at row {start + at}", row=start + at))
-            beyond = _first_beyond_ns(col)
-            if beyond is not None:
-                at, value = beyond
-                found.append(DataError(f"column {self.layout.timestamp_column!r} holds {value} "
-                                       f"{col.type.unit} at row {start + at}, beyond the years "
-                                       "1677-2262 that int64 nanoseconds can hold",
-                                       row=start + at))
+            fault = self._timestamp_fault(batch.column(self.layout.timestamp_column), start)
+            if fault is not None:
+                found.append(fault)
         if flags_column and batch.schema.field(flags_column).type.bit_width == 64:
             col = batch.column(flags_column)
             at = _first_non_bitfield(col.fill_null(0).to_numpy(zero_copy_only=False))
@@ -222,6 +213,22 @@ class TelemetryFile:
                 found.append(DataError(f"column {flags_column!r} holds {col[at].as_py()} at row "
                                        f"{start + at}, not a 32-bit fault bitfield",
                                        row=start + at))
+        return min(found, key=lambda e: e.row, default=None)
+
+    def _timestamp_fault(self, col: pa.Array, start: int) -> DataError | None:
+        """The first timestamp of ``col`` (rows from ``start``) that is missing or that int64
+        nanoseconds cannot hold, as the error to raise; None if there is none."""
+        name = self.layout.timestamp_column
+        found = []
+        if col.null_count:
+            at = start + int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+            found.append(DataError(f"column {name!r} has a missing value at row {at}", row=at))
+        beyond = _first_beyond_ns(col)
+        if beyond is not None:
+            at, value = start + beyond[0], beyond[1]
+            found.append(DataError(f"column {name!r} holds {value} {col.type.unit} at row {at}, "
+                                   "beyond the years 1677-2262 that int64 nanoseconds can hold",
+                                   row=at))
         return min(found, key=lambda e: e.row, default=None)
 
     def _chunk(self, start: int, batch: pa.RecordBatch, groups: list[int], channels: Sequence[str],
@@ -238,7 +245,11 @@ class TelemetryFile:
         return Chunk(start, batch.num_rows, ts, data, flag_values)
 
     def leading_timestamps(self, rows: int) -> np.ndarray:
-        """The first ``rows`` timestamps (ns; fewer if the file is shorter), nulls left out."""
+        """The first ``rows`` timestamps (ns; fewer if the file is shorter, or if one is
+        missing or beyond int64 nanoseconds: the timestamps before it). Such a value is an
+        error here only when fewer than two timestamps precede it; otherwise it is raised
+        where every column is read in row order (:meth:`iter_chunks`), with any error of
+        an earlier row first."""
         col = self.layout.timestamp_column
         md = self._pf.metadata
         groups, have = [], 0
@@ -251,12 +262,12 @@ class TelemetryFile:
             ts = self._pf.read_row_groups(groups, columns=[col]).column(0).combine_chunks()
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot read column {col!r} ({_first_line(exc)})", file=self.uri) from None
-        beyond = _first_beyond_ns(ts)
-        if beyond is not None:
-            raise DataError(f"column {col!r} holds {beyond[1]} {ts.type.unit} at row {beyond[0]}, "
-                            "beyond the years 1677-2262 that int64 nanoseconds can hold",
-                            file=self.uri, row=beyond[0])
-        return _timestamps_ns(ts.drop_null())[:rows]
+        fault = self._timestamp_fault(ts, 0)
+        if fault is not None:
+            if fault.row < 2:
+                raise fault.with_file(self.uri)
+            ts = ts.slice(0, fault.row)
+        return _timestamps_ns(ts)[:rows]
 
     def _finite_by_statistics(self, channels: Sequence[str]) -> dict[str, list[bool]]:
         """Per channel and row group, whether the footer's statistics prove that the column

@@ -402,9 +402,12 @@ class TuneDetectionPanel:
         self.channel = w.Dropdown(description="channel")
         self.threshold = w.FloatSlider(value=self.base.z_threshold, min=1.0, max=12.0, step=0.25,
                                        description="z threshold", continuous_update=False)
-        # The robust detector's reference must be able to hold min_reference samples.
-        lowest = 50 if self.base.detector == "zscore" else -(-self.base.min_reference // 50) * 50
-        self.window = w.IntSlider(value=self.base.window, min=lowest, max=5000, step=50,
+        # The robust detector's reference must be able to hold min_reference samples; the
+        # range takes in the base window, so that loading params never moves it.
+        lowest = (min(50, self.base.window) if self.base.detector == "zscore"
+                  else self.base.min_reference)
+        self.window = w.IntSlider(value=self.base.window, min=lowest,
+                                  max=max(5000, self.base.window), step=50,
                                   description="window", continuous_update=False)
         self.nperseg = w.Dropdown(options=NPERSEG_CHOICES,
                                   value=min(NPERSEG_CHOICES,

@@ -118,6 +118,19 @@ def test_file_too_short_for_the_robust_reference(tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_a_glitch_whose_energy_overflows_is_a_clear_error(tmp_path):
+    """The default preset scores vibration energy: 1e154 squared is finite, its variance
+    is not. An infinite score would be an event JSON cannot hold."""
+    chans = fleet_channels(5000)
+    chans["sensor_00"][2500] = 1e154
+    path = write_telemetry(tmp_path / "glitch.parquet", chans)
+    params = AnalysisParams.preset("default").replace(window=100, min_reference=50,
+                                                      welch_nperseg=256)
+    with pytest.raises(DataError, match="too large to score in float64") as info:
+        analyse_file(path, params)
+    assert path in str(info.value) and "sensor_00" in str(info.value)
+
+
 @pytest.mark.parametrize("preset", ["seed", "default"])
 def test_a_huge_glitch_on_a_vibration_channel_is_an_event_not_a_crash(tmp_path, preset):
     """Its fourth power overflows float64 (the bearing indicators); its square does not."""
@@ -407,3 +420,29 @@ def test_millisecond_timestamps_beyond_2262_are_a_clear_error(tmp_path, rate_in_
                                             "years 1677-2262") as info:
             analyse(str(path), PARAMS, threads=threads)
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("earlier,expected", [
+    ("null", "missing value at row 5000"),
+    ("repeat", "not strictly increasing at row 5000"),
+])
+def test_the_first_bad_timestamp_is_named_though_the_sample_rate_is_inferred(
+        tmp_path, earlier, expected):
+    """Without a sample rate in the layout the first 100,001 timestamps are read first, to
+    infer it: a later out-of-range value must not be reported before an earlier fault."""
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000)))
+    ms = pa.array(np.arange(20_000, dtype=np.int64) + 1_700_000_000_000, pa.timestamp("ms"))
+    values = ms.cast(pa.int64()).to_numpy().copy()
+    values[7_000:] += 10**13
+    mask = np.zeros(20_000, dtype=bool)
+    if earlier == "null":
+        mask[5_000] = True
+    else:
+        values[5_000] = values[4_999]
+    path = tmp_path / "ms.parquet"
+    pq.write_table(table.set_column(0, "timestamp_ns",
+                                    pa.array(values, pa.timestamp("ms"), mask=mask)), path,
+                   row_group_size=4096)
+    for threads in (1, 2):
+        with pytest.raises(DataError, match=expected):
+            analyse(str(path), PARAMS, threads=threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -157,6 +158,40 @@ def test_samples_too_large_for_fourth_powers_leave_indicators_none_not_an_error(
     assert doc["kurtosis"] is None and doc["peak"] == glitch
     assert doc["rms"] == pytest.approx(glitch / math.sqrt(60_000), rel=1e-6)
     json.dumps(doc, allow_nan=False)
+
+
+@pytest.mark.parametrize("scale", [1e-100, 1e-60, 1e60])
+def test_indicators_of_tiny_or_huge_amplitudes_are_scale_free_or_none(scale):
+    """Kurtosis and crest factor do not depend on the unit; where the fourth moment under-
+    or overflows float64 the kurtosis is None, not a ZeroDivisionError."""
+    x = machine_signal(60_000, FS, SHAFT)
+    ref = run(x, chunks=[20_000] * 3).document
+    doc = run(x * scale, chunks=[20_000] * 3).document
+    assert doc["rms"] == pytest.approx(ref["rms"] * scale, rel=1e-9)
+    assert doc["crest_factor"] == pytest.approx(ref["crest_factor"], rel=1e-9)
+    if scale == 1e-100:
+        assert doc["kurtosis"] is None
+    else:
+        assert doc["kurtosis"] == pytest.approx(ref["kurtosis"], rel=1e-9)
+    json.dumps(doc, allow_nan=False)
+
+
+def test_band_kurtosis_of_a_glitch_does_not_depend_on_its_size_until_it_overflows():
+    """Its squared sums near 1e155 (a glitch of 1e77) must not overflow the ratio."""
+    kurtograms = []
+    for glitch in (1e70, 1e77):
+        x = machine_signal(60_000, FS, SHAFT)
+        x[30_000] = glitch
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = run(x)
+        kurtograms.append([k["kurtosis"] for k in result.spectrum.kurtogram])
+    assert kurtograms[1] == pytest.approx(kurtograms[0], rel=1e-9)
+
+
+def test_a_huge_constant_level_has_an_rms():
+    doc = run(np.full(60_000, 2.0**600), chunks=[20_000] * 3).document
+    assert doc["rms"] == 2.0**600 and doc["crest_factor"] == 1.0 and doc["kurtosis"] is None
 
 
 def envelope_reference(x, acc):

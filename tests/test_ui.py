@@ -75,6 +75,14 @@ def test_tune_panel_follows_threshold_window_and_nperseg(small_fleet):
     assert doc["params"]["window"] == 2000 and doc["params"]["z_threshold"] == 3.0
 
 
+@pytest.mark.parametrize("base", [AnalysisParams().replace(window=8000, min_reference=6000,
+                                                           chunk_rows=16_000),
+                                  AnalysisParams.preset("seed").replace(window=30)])
+def test_tune_panel_keeps_a_loaded_window_outside_the_usual_range(small_fleet, base):
+    panel = ui.TuneDetectionPanel(sites(small_fleet), site=site(small_fleet, 0), params=base)
+    assert panel.window.value == base.window and panel.params.window == base.window
+
+
 def test_tune_panel_without_truth_and_with_a_broken_site(small_fleet, tmp_path):
     copy = tmp_path / "plain.parquet"
     shutil.copy(site(small_fleet, 2), copy)
