@@ -52,7 +52,6 @@ import numpy as np
 from .errors import EXIT_DATA, EXIT_OK, DataError
 from .generate import BEARING_KINDS
 
-
 #: The matching rules, as recorded in every score table.
 MATCHING_RULES = (
     "per channel; event and truth overlap when their closed [start_ns, end_ns] intervals "
