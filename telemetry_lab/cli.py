@@ -14,8 +14,13 @@ from .errors import EXIT_USAGE, TelemetryLabError
 def _params(uri: str | None, preset: str | None = None):
     """The params a command runs with, and the file they came from: the params file, else
     the named preset, else the file in $TELEMETRY_LAB_PARAMS, else the default preset."""
+    from .errors import ParamsError
     from .params import AnalysisParams
 
+    if uri is not None and not uri.strip():
+        # An empty flag is a mistake (an unset shell variable), not "use the environment's".
+        raise ParamsError("--params names no file (an empty string); leave the flag out "
+                          "to use $TELEMETRY_LAB_PARAMS or the default preset")
     if not uri and preset:
         return AnalysisParams.preset(preset), None
     uri = uri or os.environ.get("TELEMETRY_LAB_PARAMS") or None

@@ -52,3 +52,10 @@ def test_help_lists_the_exit_codes(capsys):
         cli.main(["--help"])
     text = capsys.readouterr().out
     assert "exit codes: 0 OK" in text and "5 bad params" in text and ":mod:" not in text
+
+
+def test_an_empty_params_flag_is_an_error_not_the_environment(small, monkeypatch, capsys):
+    path, params_file = small
+    monkeypatch.setenv("TELEMETRY_LAB_PARAMS", params_file)
+    assert cli.main(["analyse", path, "--params", ""]) == 5
+    assert "--params names no file" in capsys.readouterr().err
