@@ -402,24 +402,35 @@ def test_infinities_that_footer_statistics_deny_are_a_clear_error(tmp_path):
     assert path in str(info.value) and "sensor_12" in str(info.value)
 
 
+def with_ms_timestamps(tmp_path, values, *, mask=None, layout=None) -> str:
+    """A good file whose timestamp column is replaced by ``values`` as timestamp[ms]."""
+    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(len(values)),
+                                          layout=layout))
+    path = tmp_path / "ms.parquet"
+    pq.write_table(table.set_column(0, "timestamp_ns",
+                                    pa.array(values, pa.timestamp("ms"), mask=mask)), path,
+                   row_group_size=4096)
+    return str(path)
+
+
+def ms_beyond_2262_from_row_7000() -> np.ndarray:
+    ms = np.arange(20_000, dtype=np.int64) + 1_700_000_000_000
+    ms[7_000:] += 10**13  # the year 2340
+    return ms
+
+
 @pytest.mark.parametrize("rate_in_layout", [False, True])
 def test_millisecond_timestamps_beyond_2262_are_a_clear_error(tmp_path, rate_in_layout):
     """Read as nanoseconds they would overflow int64; the error names the row."""
     from telemetry_lab.layout import default_layout
 
     layout = default_layout().with_sample_rate(1000.0) if rate_in_layout else None
-    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000),
-                                          layout=layout))
-    ms = np.arange(20_000, dtype=np.int64) + 1_700_000_000_000
-    ms[7_000:] += 10**13  # the year 2340
-    path = tmp_path / "ms.parquet"
-    pq.write_table(table.set_column(0, "timestamp_ns", pa.array(ms, pa.timestamp("ms"))), path,
-                   row_group_size=4096)
+    path = with_ms_timestamps(tmp_path, ms_beyond_2262_from_row_7000(), layout=layout)
     for threads in (1, 2):
         with pytest.raises(DataError, match="holds 11700000007000 ms at row 7000, beyond the "
                                             "years 1677-2262") as info:
-            analyse(str(path), PARAMS, threads=threads)
-        assert str(path) in str(info.value)
+            analyse(path, PARAMS, threads=threads)
+        assert path in str(info.value)
 
 
 @pytest.mark.parametrize("earlier,expected", [
@@ -430,19 +441,13 @@ def test_the_first_bad_timestamp_is_named_though_the_sample_rate_is_inferred(
         tmp_path, earlier, expected):
     """Without a sample rate in the layout the first 100,001 timestamps are read first, to
     infer it: a later out-of-range value must not be reported before an earlier fault."""
-    table = pq.read_table(write_telemetry(tmp_path / "g.parquet", fleet_channels(20_000)))
-    ms = pa.array(np.arange(20_000, dtype=np.int64) + 1_700_000_000_000, pa.timestamp("ms"))
-    values = ms.cast(pa.int64()).to_numpy().copy()
-    values[7_000:] += 10**13
-    mask = np.zeros(20_000, dtype=bool)
+    values = ms_beyond_2262_from_row_7000()
+    mask = np.zeros(len(values), dtype=bool)
     if earlier == "null":
         mask[5_000] = True
     else:
         values[5_000] = values[4_999]
-    path = tmp_path / "ms.parquet"
-    pq.write_table(table.set_column(0, "timestamp_ns",
-                                    pa.array(values, pa.timestamp("ms"), mask=mask)), path,
-                   row_group_size=4096)
+    path = with_ms_timestamps(tmp_path, values, mask=mask)
     for threads in (1, 2):
         with pytest.raises(DataError, match=expected):
-            analyse(str(path), PARAMS, threads=threads)
+            analyse(path, PARAMS, threads=threads)
