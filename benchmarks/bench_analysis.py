@@ -170,8 +170,8 @@ def main() -> None:
         print(f"other programs kept {others:.2f} of the {cores} cores busy during the timed "
               f"rounds{note}")
     print(f"throughput (b): {rows / med['b']:,.0f} rows/s, {rows / med['b'] / cores:,.0f} rows/s per core")
-    result = {"rows": rows, "median_s": med, "a_over_b": med["a"] / med["b"],
-              "b_over_c": med["b"] / med["c"], "same_events": same_events}
+    result = {"rows": rows, "median_s": med, "a_over_b": a_b, "b_over_c": b_c,
+              "same_events": same_events}
     if not args.skip_rss:
         big = make_file(workdir, 3_600_000)
         rss_small, rss_big = peak_rss_mb(path), peak_rss_mb(big)
